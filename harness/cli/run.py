@@ -1,0 +1,230 @@
+"""``bench run`` and ``bench results``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stbench.cli._console import (
+    SYNTHETIC_NOTE,
+    console,
+    data_root_option,
+    err_console,
+    make_progress,
+    quiet_library_warnings,
+    show_progress,
+    store_option,
+)
+
+DEFAULT_TASK = "DEMO"
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _reducer_choices(names: list[str], opts: tuple[str, ...]):  # noqa: ANN202
+    """``--reducer-opt [REDUCER.]KEY=VALUE``: a bare key goes to every chosen reducer that has that option."""
+    import dataclasses
+
+    from stbench.errors import StbenchError
+    from stbench.reducers import reducers
+    from stbench.runner import ReducerChoice
+
+    canonical = [reducers.resolve(n) for n in names]
+    per: dict[str, dict[str, str]] = {n: {} for n in canonical}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise StbenchError(f"--reducer-opt {item!r}: expected KEY=VALUE or REDUCER.KEY=VALUE")
+        target, dot, bare = key.partition(".")
+        if dot and target in reducers:
+            name = reducers.resolve(target)
+            if name not in per:
+                raise StbenchError(f"--reducer-opt {item!r}: reducer {name} is not among --reducer {','.join(canonical)}")
+            per[name][bare] = value
+            continue
+        takers = [n for n in canonical if key in {f.name for f in dataclasses.fields(reducers.get(n).Options)}]
+        if not takers:
+            raise StbenchError(f"--reducer-opt {item!r}: none of the reducers {', '.join(canonical)} has an option {key!r}")
+        for n in takers:
+            per[n][key] = value
+    return [ReducerChoice(n, per[n]) for n in canonical]
+
+
+def _protocol(genes: str, solver: str | None, alpha: str | None, intercept: bool, seed: int):  # noqa: ANN202
+    from stbench.expression import read_gene_file
+    from stbench.protocol import Protocol
+
+    if genes in ("task", "train-hvg"):
+        return Protocol.from_options(genes=genes, solver=solver, alpha=alpha, intercept=intercept, seed=seed)
+    path = Path(genes)
+    if not path.exists():
+        from stbench.errors import ProtocolError
+
+        raise ProtocolError(f"--genes must be 'task', 'train-hvg' or an existing gene file; {genes!r} is none of these")
+    return Protocol.from_options(genes="file", gene_list=tuple(read_gene_file(path)), solver=solver, alpha=alpha,
+                                 intercept=intercept, seed=seed)
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "nan" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def print_results(results, *, title: str = "Results") -> None:  # noqa: ANN001
+    """The rich table of `bench run`: one row per (task, encoder, reducer), then per-fold PCC and the protocol."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    synthetic = any(r.synthetic for r in results)
+    table = Table(title=title + (" [bold yellow](SYNTHETIC data)[/]" if synthetic else ""), title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, kw in (("task", {}), ("encoder", {"no_wrap": True}), ("reducer", {}), ("folds", {"justify": "right"}),
+                    ("PCC mean ± std", {"justify": "right", "no_wrap": True}), ("MSE", {"justify": "right"}),
+                    ("NaN", {"justify": "right"})):
+        table.add_column(col, **kw)
+    for r in results:
+        mean, std = r.pcc
+        opts = json.loads(r.reducer_options)
+        reducer = r.reducer + (f" {opts}" if opts and opts != {"n_components": 256} else "")
+        table.add_row(
+            escape(r.task), escape(r.encoder), escape(reducer) + (" [dim](cached)[/]" if r.cached else ""),
+            str(len(r.folds)), f"{_fmt(mean)} ± {_fmt(std)}", _fmt(r.mse, 3), str(r.n_nan),
+        )
+    out = console()
+    out.print(table)
+    if results:
+        out.print(f"[dim]protocol: {escape(results[0].protocol.describe())} · fingerprint {results[0].protocol.fingerprint}[/]")
+        for r in results:
+            per_fold = ", ".join(f"fold {f['fold']}: {_fmt(f['pcc_mean'])} (n_test={f['n_test']}, alpha={f['alpha']:.3g})" for f in r.folds)
+            out.print(f"[dim]{escape(r.reducer)}: {per_fold}[/]")
+    if synthetic:
+        out.print(f"[bold yellow]{SYNTHETIC_NOTE}[/]")
+
+
+@click.command()
+@click.option("--task", "tasks", multiple=True, metavar="NAME",
+              help="Task folder name under the data root, case-insensitive (luad -> LUNG). "
+                   "[default: the synthetic demo, created if absent]")
+@click.option("--encoder", "encoder_names", multiple=True, metavar="NAME",
+              help="Encoder(s), comma-separated; see `bench list encoders`. [default: efficientnet-lite0]")
+@click.option("--reducer", "reducer_names", multiple=True, metavar="NAME",
+              help="Reducer(s), comma-separated; see `bench list reducers`. [default: identity,pca]")
+@click.option("--reducer-opt", "reducer_opts", multiple=True, metavar="[REDUCER.]KEY=VALUE",
+              help="Reducer option, e.g. n_components=128 or pca.n_components=128. Repeatable.")
+@click.option("--genes", default="task", show_default=True, metavar="task|train-hvg|FILE",
+              help="Evaluation genes: the task's var_50genes.json (HEST), the top-50 HVGs of each fold's training "
+                   "samples (no test-fold leakage), or a gene file (JSON or one per line).")
+@click.option("--solver", type=click.Choice(["lsqr", "exact"]), default=None,
+              help="Ridge solver: lsqr = scikit-learn's, as the HEST reference (default); exact = closed form in "
+                   "torch (default with --alpha cv).")
+@click.option("--alpha", default=None, metavar="hest|cv|FLOAT",
+              help="Ridge penalty: hest = 100/(n_features*n_genes) (default); cv = chosen by cross-validation inside "
+                   "the training fold, grouped by sample; or a number.")
+@click.option("--intercept/--no-intercept", default=False, show_default=True, help="Fit a ridge intercept (HEST: no).")
+@click.option("--seed", default=1, show_default=True, help="Seed for PCA and any stochastic reducer (HEST: 1).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Use this weight file for the encoder.")
+@click.option("--batch-size", default=128, show_default=True, help="Patches per forward pass (and per read chunk).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, or cuda[:N].")
+@click.option("--force", is_flag=True, help="Recompute results already in the store for the same protocol.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
+@data_root_option
+@store_option
+def run(tasks, encoder_names, reducer_names, reducer_opts, genes, solver, alpha, intercept, seed, weights,  # noqa: ANN001, ANN201, PLR0913
+        batch_size, device, force, progress, data_root, store):
+    """Benchmark encoders x reducers on tasks under the HEST protocol and store every number.
+
+    Embeddings are computed once per (task, encoder weights, sample) and reused; results already in the
+    store for the same protocol are shown from the store (--force recomputes). With no options, runs the
+    offline default: efficientnet-lite0 with identity and pca on the synthetic demo task.
+    """
+    quiet_library_warnings()
+    from stbench.settings import data_root as resolve_root
+    from stbench.settings import store_root
+    from stbench.stores import Store
+    from stbench.tasks import open_task
+    from stbench.runner import run_task
+
+    root = resolve_root(data_root)
+    task_names = _split_names(tasks) or [DEFAULT_TASK]
+    encoders_ = _split_names(encoder_names) or ["efficientnet-lite0"]
+    choices = _reducer_choices(_split_names(reducer_names) or ["identity", "pca"], reducer_opts)
+    protocol = _protocol(genes, solver, alpha, intercept, seed)
+    from stbench.encoders import encoders as encoder_registry
+
+    for e in encoders_:
+        encoder_registry.resolve(e)  # unknown names fail before any work
+    opened = []
+    for name in task_names:
+        if name.upper() == DEFAULT_TASK and not (root / DEFAULT_TASK).exists():
+            from stbench.data.demo import make_demo
+
+            err_console().print(f"Creating the synthetic demo task in {root / DEFAULT_TASK} (bench data demo) ...")
+            make_demo(root)
+        opened.append(open_task(name, root))
+    results = []
+    with Store(store_root(store)) as st, make_progress(enabled=show_progress(progress)) as bar:
+        for task in opened:
+            for enc in encoders_:
+                results += run_task(task, enc, choices, protocol, st, weights=weights, batch_size=batch_size,
+                                    device=device, force=force, progress=bar)
+    print_results(results)
+    console().print(f"[dim]store: {store_root(store)}[/]")
+
+
+@click.command()
+@click.option("--task", default=None, help="Only this task.")
+@click.option("--encoder", default=None, help="Only this encoder.")
+@click.option("--reducer", default=None, help="Only this reducer.")
+@click.option("--genes", "per_gene", is_flag=True, help="Per-gene rows (PCC and MSE per fold) instead of run summaries.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--export", type=click.Path(dir_okay=False), default=None,
+              help="Also write the rows to a .parquet or .csv file (polars).")
+@click.option("--all", "include_incomplete", is_flag=True, help="Include runs that did not complete.")
+@store_option
+def results(task, encoder, reducer, per_gene, fmt, export, include_incomplete, store):  # noqa: ANN001, ANN201
+    """Show and filter results stored in the catalog."""
+    from stbench.settings import store_root
+    from stbench.stores import Catalog
+
+    with Catalog(store_root(store) / "catalog.duckdb", read_only=True) as cat:
+        df = cat.summary(task=task, encoder=encoder, reducer=reducer, include_incomplete=include_incomplete)
+        if per_gene:
+            df = cat.gene_table(run_ids=df["run_id"].to_list())
+    if export:
+        path = Path(export)
+        if path.suffix == ".parquet":
+            df.write_parquet(path)
+        elif path.suffix == ".csv":
+            df.write_csv(path)
+        else:
+            raise click.BadParameter("use a .parquet or .csv file name", param_hint="--export")
+        err_console().print(f"wrote {len(df)} rows to {path}")
+    if fmt == "csv":
+        click.echo(df.write_csv(), nl=False)
+    elif fmt == "json":
+        click.echo(df.write_json())
+    else:
+        _print_frame(df, synthetic=not per_gene and bool(df["synthetic"].any()) if len(df) else False)
+
+
+def _print_frame(df, *, synthetic: bool) -> None:  # noqa: ANN001
+    from rich.markup import escape
+    from rich.table import Table
+
+    if len(df) == 0:
+        console().print("no results match")
+        return
+    table = Table()
+    hidden = {"reducer_options", "weights_fingerprint", "protocol_fingerprint", "stbench_version", "finished_at", "run_id"}
+    cols = [c for c in df.columns if c not in hidden] if "pcc_mean" in df.columns else df.columns
+    for c in cols:
+        table.add_column(c)
+    for row in df.select(cols).iter_rows():
+        table.add_row(*[_fmt(v) if isinstance(v, float) else escape(str(v)) for v in row])
+    console().print(table)
+    if synthetic:
+        console().print(f"[bold yellow]Rows marked synthetic: {SYNTHETIC_NOTE}[/]")

@@ -1,0 +1,100 @@
+"""Every setting that changes a number, in one frozen object, and its fingerprint.
+
+The defaults are the HEST-Benchmark protocol: the task's gene list, log1p of raw counts, ridge with
+``alpha = 100 / (n_features * n_genes)``, no intercept, scikit-learn's lsqr solver, Pearson per gene over
+the pooled test spots of each fold, seed 1. Each stored result carries `Protocol.fingerprint`; results
+with different fingerprints are never averaged together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+from stbench.errors import ProtocolError
+from stbench.regression import SOLVERS
+
+__all__ = ["PROTOCOL_VERSION", "Protocol", "GENE_RULES"]
+
+# Bump when a computation behind the same settings changes (and say why in CHANGELOG.md).
+PROTOCOL_VERSION = 1
+GENE_RULES = ("task", "train-hvg", "file")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation protocol (HEST-Benchmark defaults)."""
+
+    genes: str = "task"  # "task": var_50genes.json; "train-hvg": top HVGs of each fold's training samples; "file"
+    gene_list: tuple[str, ...] = ()  # the genes when genes == "file"
+    n_genes: int = 50  # how many HVGs under "train-hvg"
+    expression: str = "log1p"  # log1p of raw counts, no total-count normalisation (HEST)
+    solver: str = "lsqr"  # "lsqr" (HEST reference, early-stopping) or "exact" (closed form)
+    alpha: str = "hest"  # "hest": 100/(n_features*n_genes); "cv": chosen inside the training fold; or a number
+    intercept: bool = False
+    pcc: str = "pooled"  # the headline PCC: over all test spots of a fold (HEST); per-sample PCC is stored too
+    seed: int = 1
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        genes: str = "task",
+        gene_list: tuple[str, ...] = (),
+        solver: str | None = None,
+        alpha: str | float | None = None,
+        intercept: bool = False,
+        seed: int = 1,
+    ) -> Protocol:
+        """Validate command-line style options. ``--alpha cv`` implies the exact solver."""
+        alpha_s = "hest" if alpha is None else str(alpha).strip().lower()
+        if alpha_s not in ("hest", "cv"):
+            try:
+                value = float(alpha_s)
+            except ValueError:
+                raise ProtocolError(f"--alpha must be 'hest', 'cv' or a number, not {alpha!r}") from None
+            if value < 0:
+                raise ProtocolError(f"--alpha must be non-negative, not {value}")
+            alpha_s = repr(value)
+        if solver is None:
+            solver = "exact" if alpha_s == "cv" else "lsqr"
+        if solver not in SOLVERS:
+            raise ProtocolError(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+        if alpha_s == "cv" and solver != "exact":
+            raise ProtocolError("--alpha cv needs --solver exact (every alpha comes from one decomposition)")
+        if genes not in GENE_RULES:
+            raise ProtocolError(f"--genes must be one of task, train-hvg or a gene file, not {genes!r}")
+        if genes == "file" and not gene_list:
+            raise ProtocolError("a gene file was given but it lists no genes")
+        return cls(genes=genes, gene_list=tuple(gene_list), solver=solver, alpha=alpha_s, intercept=intercept, seed=seed)
+
+    def to_dict(self) -> dict:
+        return {"version": PROTOCOL_VERSION, **asdict(self), "gene_list": list(self.gene_list)}
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def alpha_for(self, n_features: int, n_genes: int) -> float | None:
+        """The fixed alpha for these shapes, or None when it is cross-validated."""
+        from stbench.regression import hest_alpha
+
+        if self.alpha == "hest":
+            return hest_alpha(n_features, n_genes)
+        if self.alpha == "cv":
+            return None
+        return float(self.alpha)
+
+    def describe(self) -> str:
+        """One line for tables and logs."""
+        genes = {"task": "task genes (var_50genes.json)", "train-hvg": f"top-{self.n_genes} train-fold HVGs"}.get(
+            self.genes, f"{len(self.gene_list)} genes from file"
+        )
+        alpha = {"hest": "alpha=100/(features*genes)", "cv": "alpha by grouped CV"}.get(self.alpha, f"alpha={self.alpha}")
+        icpt = ", intercept" if self.intercept else ""
+        return f"ridge[{self.solver}, {alpha}{icpt}] on {self.expression}; {genes}; PCC {self.pcc}; seed {self.seed}"
+
+    def with_seed(self, seed: int) -> Protocol:
+        return replace(self, seed=seed)

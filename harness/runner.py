@@ -1,0 +1,268 @@
+"""The runner: one task x one encoder x some reducers, under one protocol.
+
+It only wires the pieces together: validate the task's files, make sure embeddings exist in the store,
+then for each reducer and fold: fit the reducer on the training fold, fit the ridge on the training
+fold, predict the test fold, score per gene, and write the fold's rows in one transaction.
+A run already complete in the store for the same identity is reused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import stbench
+from stbench import expression as ex
+from stbench import metrics
+from stbench.errors import DataError
+from stbench.protocol import Protocol
+from stbench.regression import CV_ALPHAS, cv_alpha, fit_ridge
+from stbench.tasks import PatchFile, Task
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from rich.progress import Progress
+
+    from stbench.reducers import Reducer
+    from stbench.stores import Store
+
+__all__ = ["ReducerChoice", "RunResult", "check_task", "run_id_for", "run_task"]
+
+log = logging.getLogger("stbench")
+
+
+@dataclass(frozen=True)
+class ReducerChoice:
+    """A reducer name and its options, as given on the command line."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What one (task, encoder, reducer, protocol) produced, as read back from the store."""
+
+    run_id: str
+    task: str
+    synthetic: bool
+    encoder: str
+    weights_fingerprint: str
+    reducer: str
+    reducer_options: str
+    protocol: Protocol
+    folds: list[dict]  # fold_results rows
+    cached: bool
+
+    @property
+    def pcc(self) -> tuple[float, float]:
+        return metrics.task_summary([f["pcc_mean"] for f in self.folds])
+
+    @property
+    def mse(self) -> float:
+        return float(np.mean([f["mse_mean"] for f in self.folds])) if self.folds else float("nan")
+
+    @property
+    def n_nan(self) -> int:
+        return int(sum(f["n_nan"] for f in self.folds))
+
+
+@dataclass
+class _SampleData:
+    X: np.ndarray
+    counts: AnnData  # raw counts, rows in patch-file order
+    coords: np.ndarray
+
+
+def check_task(task: Task, genes: Sequence[str]) -> None:
+    """Validate every file a run will read, before anything is written: patch files open and hold
+    ``img``, barcodes are unique and all have a count row, and the genes exist in every count file."""
+    import anndata as ad
+
+    needed = {s for f in task.folds for s in (*f.train, *f.test)}
+    for sid in sorted(needed):
+        sample = task.samples[sid]
+        with PatchFile(sample.patches) as pf:
+            barcodes = pf.barcodes
+        if not sample.adata.exists():
+            raise DataError(sample.adata, "count file does not exist")
+        try:
+            backed = ad.read_h5ad(sample.adata, backed="r")
+        except Exception as exc:  # noqa: BLE001 - h5py/anndata raise many types for broken files
+            raise DataError(sample.adata, f"cannot read as h5ad, truncated or corrupt? ({type(exc).__name__}: {exc})") from exc
+        try:
+            obs, var = backed.obs_names, backed.var_names
+            if not obs.is_unique:
+                raise DataError(sample.adata, f"duplicate barcode {obs[obs.duplicated()][0]!r} in obs_names")
+            missing = [b for b in barcodes if b not in set(obs)]
+            if missing:
+                raise DataError(
+                    sample.adata,
+                    f"{len(missing)} of {len(barcodes)} barcodes of {sample.patches.name} have no count row (first: {missing[0]!r})",
+                )
+            ex.check_genes_present(backed, genes, path=sample.adata) if genes else None
+        finally:
+            backed.file.close()
+
+
+def run_id_for(task: Task, encoder: str, weights_fingerprint: str, reducer: Reducer, protocol: Protocol) -> str:
+    """The identity of a result set: the same inputs always give the same id."""
+    key = json.dumps(
+        [task.name, task.fingerprint, encoder, weights_fingerprint, reducer.name, reducer.options_key(), protocol.fingerprint]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _load_samples(task: Task, paths: dict[str, str]) -> dict[str, _SampleData]:
+    from stbench.stores import read_embeddings
+
+    out = {}
+    for sid, path in paths.items():
+        emb = read_embeddings(Path(path))
+        counts = ex.counts_for_barcodes(ex.read_counts(task.samples[sid].adata), emb.barcodes, path=task.samples[sid].adata)
+        out[sid] = _SampleData(emb.embeddings, counts, emb.coords)
+    return out
+
+
+def _stack(data: dict[str, _SampleData], ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.concatenate([data[s].X for s in ids])
+    coords = np.concatenate([data[s].coords for s in ids])
+    groups = np.concatenate([[s] * len(data[s].X) for s in ids])
+    return X, coords, groups
+
+
+def _fold_genes(protocol: Protocol, task: Task, data: dict[str, _SampleData], train: Sequence[str]) -> list[str]:
+    if protocol.genes == "task":
+        return list(task.genes)
+    if protocol.genes == "file":
+        return list(protocol.gene_list)
+    # train-hvg: HEST's rule on the training samples only; candidates limited to genes every sample has,
+    # so the test fold can be scored (gene names, not values, of the test samples are consulted).
+    common = set.intersection(*(set(d.counts.var_names) for d in data.values()))
+    adatas = [data[s].counts[:, [g for g in data[s].counts.var_names if g in common]] for s in train]
+    return ex.hest_gene_rule(adatas, n_top=protocol.n_genes)
+
+
+def _train_fold(data: dict[str, _SampleData], ids: Sequence[str], *, seed: int, task: str, encoder: str, fold: int):  # noqa: ANN202
+    import anndata as ad
+
+    from stbench.reducers import TrainFold
+
+    X, coords, groups = _stack(data, ids)
+    expr = ad.concat([data[s].counts for s in ids], join="inner", label="sample_id", keys=list(ids), index_unique="-")
+    return TrainFold(X=X, expression=expr, coords=coords, sample_ids=groups, seed=seed, task=task, encoder=encoder, fold=fold)
+
+
+def _evaluate_fold(
+    reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task, encoder: str,
+) -> dict[str, Any]:
+    """Fit on the training samples, predict the test samples, score per gene. Pure of the store."""
+    start = time.perf_counter()
+    train = _train_fold(data, fold.train, seed=protocol.seed, task=task.name, encoder=encoder, fold=fold.index)
+    X_test, _, test_groups = _stack(data, fold.test)
+    reducer.fit(train)
+    Z_train, Z_test = reducer.transform(train.X), reducer.transform(X_test)
+    Y_train = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.train])
+    Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
+    alpha = protocol.alpha_for(Z_train.shape[1], len(genes))
+    if alpha is None:
+        alpha, _ = cv_alpha(Z_train, Y_train, train.sample_ids, intercept=protocol.intercept)
+        if alpha in (CV_ALPHAS[0], CV_ALPHAS[-1]):
+            log.warning("fold %d: cross-validated alpha %.3g is at the edge of the grid %.0e..%.0e",
+                        fold.index, alpha, CV_ALPHAS[0], CV_ALPHAS[-1])
+    ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept)
+    pred = ridge.predict(Z_test)
+    pcc, mse = metrics.pearson_per_gene(Y_test, pred), metrics.mse_per_gene(Y_test, pred)
+    per_sample = {}
+    ids = np.asarray(test_groups)
+    for sid in fold.test:
+        m = ids == sid
+        per_sample[sid] = (metrics.pearson_per_gene(Y_test[m], pred[m]), metrics.mse_per_gene(Y_test[m], pred[m]), int(m.sum()))
+    return {
+        "n_train": len(Z_train), "n_test": len(Z_test), "n_features": Z_train.shape[1], "alpha": float(alpha),
+        "pcc": pcc, "mse": mse, "per_sample": per_sample, "seconds": time.perf_counter() - start,
+    }
+
+
+def run_task(
+    task: Task,
+    encoder_name: str,
+    reducer_choices: Sequence[ReducerChoice],
+    protocol: Protocol,
+    store: Store,
+    *,
+    weights: str | None = None,
+    batch_size: int = 128,
+    device: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> list[RunResult]:
+    """Run every reducer on every fold of ``task`` with one encoder; returns one result per reducer.
+
+    Reads: the task folder; embeddings in the store. Writes: embedding files and the ``embeddings``,
+    ``runs``, ``fold_results``, ``gene_results`` and ``sample_gene_results`` tables.
+    """
+    from stbench.encoders import get_encoder
+    from stbench.extract import ensure_embeddings
+    from stbench.reducers import create_reducer
+    from stbench.stores.catalog import FoldRecord
+
+    encoder = get_encoder(encoder_name)
+    reducers = [create_reducer(c.name, **c.options) for c in reducer_choices]  # option errors before any work
+    check_task(task, task.genes if protocol.genes == "task" else protocol.gene_list)
+    fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size, device=device, progress=progress)
+
+    data: dict[str, _SampleData] | None = None
+    results = []
+    for reducer in reducers:
+        run_id = run_id_for(task, encoder.name, fingerprint, reducer, protocol)
+        cached = store.catalog.run_status(run_id) == "complete" and not force
+        if not cached:
+            run = {
+                "run_id": run_id, "task": task.name, "task_fingerprint": task.fingerprint, "synthetic": task.synthetic,
+                "encoder": encoder.name, "weights_fingerprint": fingerprint, "reducer": reducer.name,
+                "reducer_options": reducer.options_key(), "protocol": json.dumps(protocol.to_dict(), sort_keys=True),
+                "protocol_fingerprint": protocol.fingerprint, "seed": protocol.seed, "solver": protocol.solver,
+                "alpha_rule": protocol.alpha, "gene_rule": protocol.genes, "n_folds": len(task.folds),
+                "stbench_version": stbench.__version__,
+            }
+            status = store.catalog.run_status(run_id)
+            done = set() if force or status is None else store.catalog.folds_done(run_id)
+            if status is None or force:
+                store.catalog.start_run(run, force=force)
+            elif done:
+                log.info("%s/%s/%s: resuming, folds %s already stored", task.name, encoder.name, reducer.name, sorted(done))
+            data = data or _load_samples(task, paths)
+            bar = progress.add_task(f"{reducer.name} folds", total=len(task.folds)) if progress else None
+            try:
+                for fold in task.folds:
+                    if fold.index not in done:
+                        genes = _fold_genes(protocol, task, data, fold.train)
+                        out = _evaluate_fold(reducer, protocol, genes, data, fold, task, encoder.name)
+                        store.catalog.write_fold(run, FoldRecord(
+                            fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
+                            alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
+                            summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
+                            train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
+                        ))
+                    if progress is not None:
+                        progress.advance(bar)
+            except Exception as exc:
+                store.catalog.finish_run(run_id, error=f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                if progress is not None:
+                    progress.remove_task(bar)
+            store.catalog.finish_run(run_id)
+        folds = store.catalog.fold_table(run_id).to_dicts()
+        results.append(RunResult(run_id, task.name, task.synthetic, encoder.name, fingerprint, reducer.name,
+                                 reducer.options_key(), protocol, folds, cached))
+    return results

@@ -1,0 +1,1 @@
+"""Static leaderboard site built from the store (arrives with issue 5; nothing here yet)."""

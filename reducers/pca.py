@@ -1,0 +1,43 @@
+"""``pca``: StandardScaler then PCA, fitted on the training fold only (HEST's default reduction)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from stbench.reducers._base import Reducer, TrainFold, register_reducer
+
+log = logging.getLogger("stbench")
+
+
+@register_reducer
+class PCAReducer(Reducer):
+    name = "pca"
+    description = "StandardScaler + PCA(n_components, random_state=seed) on the training fold (HEST)"
+
+    @dataclass(frozen=True)
+    class Options:
+        n_components: int = 256  # HEST's latent size
+
+    def fit(self, train: TrainFold) -> PCAReducer:
+        from sklearn.decomposition import PCA
+        from sklearn.preprocessing import StandardScaler
+
+        n, d = train.X.shape
+        k = self.options.n_components
+        cap = min(n - 1, d)
+        if k > cap:
+            log.warning(
+                "pca: %d components requested but fold %d has %d training spots and %d features; using %d",
+                k, train.fold, n, d, cap,
+            )
+            k = cap
+        self.n_components_ = k
+        self.scaler_ = StandardScaler().fit(train.X)
+        self.pca_ = PCA(n_components=k, random_state=train.seed).fit(self.scaler_.transform(train.X))
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.pca_.transform(self.scaler_.transform(X)).astype(np.float32)

@@ -1,0 +1,266 @@
+"""The DuckDB catalog: what was computed, with which weights and protocol, and every result.
+
+Tables (schema evolves by forward-only named migrations recorded in ``_stbench_migrations``):
+
+- ``embeddings``: one row per embedding file (task, encoder, weights_fingerprint, sample_id) with its
+  path, size and the fingerprint of the patch file it came from.
+- ``runs``: one row per result set = (task data, encoder weights, reducer + options, protocol). Its
+  ``run_id`` is a hash of exactly those, so the same computation always lands on the same id.
+- ``fold_results``: per fold, the summary over genes (PCC mean/std, MSE, NaN count, PCC-10/50/200, alpha).
+- ``gene_results``: per (fold, gene): PCC and MSE over the pooled test spots, with the columns needed
+  to trace the number (task, encoder, reducer, options, alpha, seed, protocol fingerprint).
+- ``sample_gene_results``: per (fold, test sample, gene): PCC and MSE within one test sample.
+
+A fold's rows are written in one transaction; a run is marked complete only after its last fold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stbench.errors import StoreError
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+__all__ = ["Catalog", "MIGRATIONS", "SCHEMA_VERSION", "FoldRecord"]
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_initial",
+        """
+        CREATE TABLE embeddings (
+            task TEXT, encoder TEXT, weights_fingerprint TEXT, sample_id TEXT,
+            source_fingerprint TEXT, path TEXT, n_patches INTEGER, dim INTEGER,
+            stbench_version TEXT, created_at TIMESTAMP,
+            PRIMARY KEY (task, encoder, weights_fingerprint, sample_id));
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, task TEXT, task_fingerprint TEXT, synthetic BOOLEAN,
+            encoder TEXT, weights_fingerprint TEXT, reducer TEXT, reducer_options TEXT,
+            protocol TEXT, protocol_fingerprint TEXT, seed INTEGER, solver TEXT, alpha_rule TEXT,
+            gene_rule TEXT, n_folds INTEGER, status TEXT, error TEXT, stbench_version TEXT,
+            started_at TIMESTAMP, finished_at TIMESTAMP);
+        CREATE TABLE fold_results (
+            run_id TEXT, fold INTEGER, n_train INTEGER, n_test INTEGER, n_features INTEGER,
+            n_genes INTEGER, n_nan INTEGER, alpha DOUBLE, pcc_mean DOUBLE, pcc_std DOUBLE,
+            mse_mean DOUBLE, pcc10 DOUBLE, pcc50 DOUBLE, pcc200 DOUBLE,
+            train_samples TEXT, test_samples TEXT, genes TEXT, seconds DOUBLE,
+            PRIMARY KEY (run_id, fold));
+        CREATE TABLE gene_results (
+            run_id TEXT, task TEXT, encoder TEXT, reducer TEXT, reducer_options TEXT, fold INTEGER,
+            gene TEXT, pcc DOUBLE, mse DOUBLE, n_train INTEGER, n_test INTEGER, alpha DOUBLE,
+            seed INTEGER, protocol_fingerprint TEXT,
+            PRIMARY KEY (run_id, fold, gene));
+        CREATE TABLE sample_gene_results (
+            run_id TEXT, fold INTEGER, sample_id TEXT, gene TEXT, pcc DOUBLE, mse DOUBLE, n_spots INTEGER,
+            PRIMARY KEY (run_id, fold, sample_id, gene));
+        """,
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class FoldRecord:
+    """One fold's results, ready to insert."""
+
+    fold: int
+    n_train: int
+    n_test: int
+    n_features: int
+    alpha: float
+    genes: Sequence[str]
+    pcc: Sequence[float]
+    mse: Sequence[float]
+    summary: Any  # metrics.FoldSummary
+    per_sample: dict[str, tuple[Sequence[float], Sequence[float], int]]  # sample -> (pcc, mse, n_spots)
+    train_samples: Sequence[str]
+    test_samples: Sequence[str]
+    seconds: float
+
+
+class Catalog:
+    """A connection to ``<store>/catalog.duckdb``, migrated to the current schema on open."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        import duckdb
+
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise StoreError(f"no catalog at {self.path}: run `bench run` first or pass --store")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con: duckdb.DuckDBPyConnection = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"cannot open the catalog {self.path}: {exc} (is another bench process writing it?)") from exc
+        if not read_only:
+            self._migrate()
+        self._check_version()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS _stbench_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP)")
+        done = {r[0] for r in self.con.execute("SELECT name FROM _stbench_migrations").fetchall()}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO _stbench_migrations VALUES (?, ?)", [name, _now()])
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def _check_version(self) -> None:
+        names = [r[0] for r in self.con.execute("SELECT name FROM _stbench_migrations").fetchall()]
+        unknown = set(names) - {n for n, _ in MIGRATIONS}
+        if unknown:
+            raise StoreError(f"{self.path} was written by a newer stbench (migrations {sorted(unknown)}); upgrade stbench")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._one("SELECT count(*) FROM _stbench_migrations")[0])
+
+    # -- embeddings -----------------------------------------------------------------------------------
+    def embedding(self, task: str, encoder: str, weights_fingerprint: str, sample_id: str) -> dict | None:
+        row = self._one(
+            "SELECT path, source_fingerprint, n_patches, dim FROM embeddings "
+            "WHERE task=? AND encoder=? AND weights_fingerprint=? AND sample_id=?",
+            [task, encoder, weights_fingerprint, sample_id],
+        )
+        return None if row is None else dict(zip(("path", "source_fingerprint", "n_patches", "dim"), row))
+
+    def add_embedding(self, *, task: str, encoder: str, weights_fingerprint: str, sample_id: str,
+                      source_fingerprint: str, path: str, n_patches: int, dim: int, stbench_version: str) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [task, encoder, weights_fingerprint, sample_id, source_fingerprint, path, n_patches, dim,
+             stbench_version, _now()],
+        )
+
+    # -- runs -----------------------------------------------------------------------------------------
+    def run_status(self, run_id: str) -> str | None:
+        row = self._one("SELECT status FROM runs WHERE run_id=?", [run_id])
+        return None if row is None else row[0]
+
+    def start_run(self, run: dict, *, force: bool = False) -> None:
+        """Insert (or reset) the run row; with ``force`` its old results are deleted first."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if force:
+                for table in ("fold_results", "gene_results", "sample_gene_results"):
+                    self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [run["run_id"]])  # noqa: S608
+            self.con.execute("DELETE FROM runs WHERE run_id=?", [run["run_id"]])
+            cols = list(run) + ["status", "started_at"]
+            self.con.execute(
+                f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",  # noqa: S608
+                [*run.values(), "running", _now()],
+            )
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def folds_done(self, run_id: str) -> set[int]:
+        return {r[0] for r in self.con.execute("SELECT fold FROM fold_results WHERE run_id=?", [run_id]).fetchall()}
+
+    def write_fold(self, run: dict, rec: FoldRecord) -> None:
+        """All rows of one fold in one transaction."""
+        s = rec.summary
+        rid = run["run_id"]
+        gene_rows = [
+            (rid, run["task"], run["encoder"], run["reducer"], run["reducer_options"], rec.fold, g, float(p), float(m),
+             rec.n_train, rec.n_test, rec.alpha, run["seed"], run["protocol_fingerprint"])
+            for g, p, m in zip(rec.genes, rec.pcc, rec.mse)
+        ]
+        sample_rows = [
+            (rid, rec.fold, sid, g, float(p), float(m), n)
+            for sid, (pccs, mses, n) in rec.per_sample.items()
+            for g, p, m in zip(rec.genes, pccs, mses)
+        ]
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(
+                "INSERT OR REPLACE INTO fold_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [rid, rec.fold, rec.n_train, rec.n_test, rec.n_features, s.n_genes, s.n_nan, rec.alpha, s.pcc_mean,
+                 s.pcc_std, s.mse_mean, s.pcc_top.get(10), s.pcc_top.get(50), s.pcc_top.get(200),
+                 json.dumps(list(rec.train_samples)), json.dumps(list(rec.test_samples)), json.dumps(list(rec.genes)),
+                 rec.seconds],
+            )
+            self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
+            if sample_rows:
+                self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def finish_run(self, run_id: str, *, error: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
+            ["failed" if error else "complete", error, _now(), run_id],
+        )
+
+    # -- queries --------------------------------------------------------------------------------------
+    def summary(self, *, run_ids: Sequence[str] | None = None, task: str | None = None, encoder: str | None = None,
+                reducer: str | None = None, include_incomplete: bool = False) -> pl.DataFrame:
+        """One row per run: mean and population std over folds of the fold PCC, mean MSE, NaN genes."""
+        where, params = ["1=1"], []
+        if not include_incomplete:
+            where.append("r.status = 'complete'")
+        for col, val in (("r.task", task), ("r.encoder", encoder), ("r.reducer", reducer)):
+            if val:
+                where.append(f"lower({col}) = lower(?)")
+                params.append(val)
+        if run_ids is not None:
+            where.append(f"r.run_id IN ({', '.join('?' * len(run_ids)) or 'NULL'})")
+            params.extend(run_ids)
+        sql = f"""
+            SELECT r.run_id, r.task, r.synthetic, r.encoder, r.weights_fingerprint, r.reducer, r.reducer_options,
+                   r.solver, r.alpha_rule, r.gene_rule, r.seed, r.protocol_fingerprint, r.status,
+                   count(f.fold) AS folds, avg(f.pcc_mean) AS pcc_mean, stddev_pop(f.pcc_mean) AS pcc_std,
+                   avg(f.mse_mean) AS mse_mean, sum(f.n_nan) AS n_nan, avg(f.alpha) AS alpha_mean,
+                   r.stbench_version, r.finished_at
+            FROM runs r LEFT JOIN fold_results f USING (run_id)
+            WHERE {' AND '.join(where)}
+            GROUP BY ALL ORDER BY r.task, r.encoder, r.reducer, r.alpha_rule, r.gene_rule
+        """  # noqa: S608
+        return self._frame(sql, params)
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """The first row or None. DuckDB 2 wants every result read to the end before the next statement."""
+        rows = self.con.execute(sql, list(params)).fetchall()
+        return rows[0] if rows else None
+
+    def _frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        return self.con.sql(sql, params=list(params) or None).pl()
+
+    def fold_table(self, run_id: str) -> pl.DataFrame:
+        return self._frame("SELECT * FROM fold_results WHERE run_id=? ORDER BY fold", [run_id])
+
+    def gene_table(self, *, run_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        if run_ids is None:
+            return self._frame("SELECT * FROM gene_results ORDER BY run_id, fold, gene")
+        marks = ", ".join("?" * len(run_ids)) or "NULL"
+        return self._frame(f"SELECT * FROM gene_results WHERE run_id IN ({marks}) ORDER BY run_id, fold, gene", run_ids)  # noqa: S608

@@ -1,0 +1,40 @@
+"""Shared fixtures. The real HER2+ data lives outside the repository and is read in place, never copied."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA_ENV = "STBENCH_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """``$STBENCH_SHARED_DATA``, else ``<repo>/../shared/data`` (it may not exist)."""
+    return Path(os.environ.get(SHARED_DATA_ENV) or REPO.parent / "shared" / "data")
+
+
+def require_shared(*parts: str) -> Path:
+    """The path under the shared data folder, or skip the test saying what is missing and how to provide it."""
+    path = shared_data_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data not found at {path} (set {SHARED_DATA_ENV} to the shared/data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def her2st_source() -> Path:
+    """The real her2st folder (6 sections); the test is skipped when it is absent."""
+    return require_shared("her2st")
+
+
+@pytest.fixture(scope="session")
+def her2st_task_root(her2st_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding ``HER2ST/``, imported once per session from all six real sections (patient split)."""
+    from stbench.data.her2st import import_her2st
+
+    root = tmp_path_factory.mktemp("her2st_root")
+    import_her2st(her2st_source, root, progress=False)
+    return root

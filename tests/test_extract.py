@@ -1,0 +1,76 @@
+"""Extraction into the store: streamed in chunks, computed once, atomic per sample, resumable."""
+
+import numpy as np
+import pytest
+
+from stbench.extract import ensure_embeddings
+from stbench.stores import Store, read_embeddings
+from stbench.tasks import PatchFile, open_task
+from tests._tiny import make_tiny_task, tiny_encoder
+
+
+@pytest.fixture
+def task(tmp_path):
+    make_tiny_task(tmp_path / "data")
+    return open_task("tiny", tmp_path / "data")
+
+
+def test_embeddings_are_streamed_in_chunks_and_stored_with_provenance(task, tmp_path, monkeypatch):
+    sizes = []
+    original = PatchFile.iter_chunks
+
+    def spy(self, size, start=0):
+        for off, chunk in original(self, size, start):
+            sizes.append(len(chunk))
+            yield off, chunk
+
+    monkeypatch.setattr(PatchFile, "iter_chunks", spy)
+    with Store(tmp_path / "store") as st:
+        fp, paths = ensure_embeddings(task, tiny_encoder(), st, batch_size=10, device="cpu")
+        assert max(sizes) == 10 and sum(sizes) == 3 * 24
+        emb = read_embeddings(paths["S1"])
+        assert emb.embeddings.shape == (24, 8) and emb.barcodes[0] == "S1-0"
+        assert emb.attrs["weights_fingerprint"] == fp == "test:tiny-cnn-v1"
+        assert emb.attrs["encoder"] == "test-tiny-cnn" and "stbench_version" in emb.attrs
+        assert st.catalog.embedding("TINY", "test-tiny-cnn", fp, "S1")["n_patches"] == 24
+
+
+def test_embeddings_are_computed_once_and_reused_without_loading_the_model(task, tmp_path):
+    with Store(tmp_path / "store") as st:
+        _, first = ensure_embeddings(task, tiny_encoder(), st, device="cpu")
+        enc = tiny_encoder()
+        object.__setattr__(enc, "loader", lambda w: (_ for _ in ()).throw(AssertionError("model loaded again")))
+        _, second = ensure_embeddings(task, enc, st, device="cpu")
+        assert first == second
+
+
+def test_a_killed_extraction_registers_nothing_half_written_and_the_rerun_resumes(task, tmp_path):
+    store_dir = tmp_path / "store"
+    with Store(store_dir) as st:
+        # 24 patches per sample in chunks of 10: the 5th forward call is inside the second sample.
+        with pytest.raises(KeyboardInterrupt):
+            ensure_embeddings(task, tiny_encoder(fail_after=4), st, batch_size=10, device="cpu")
+        rows = st.catalog.con.execute("SELECT sample_id FROM embeddings ORDER BY sample_id").fetchall()
+        assert rows == [("S0",)]
+        files = sorted(p.name for p in store_dir.rglob("*") if p.is_file() and p.suffix != ".duckdb" and "wal" not in p.name)
+        assert files == ["S0.h5"]  # no temporary or partial file left behind
+        enc = tiny_encoder()
+        _, paths = ensure_embeddings(task, enc, st, batch_size=10, device="cpu")
+        assert sorted(paths) == ["S0", "S1", "S2"]
+
+
+def test_a_changed_patch_file_is_re_embedded(task, tmp_path):
+    import h5py
+
+    with Store(tmp_path / "store") as st:
+        _, before = ensure_embeddings(task, tiny_encoder(), st, device="cpu")
+        with h5py.File(task.samples["S2"].patches, "r+") as h5:
+            h5["coords"][0] = [999, 999]
+        enc = tiny_encoder()
+        calls = []
+        inner = enc.loader
+        object.__setattr__(enc, "loader", lambda w: calls.append(1) or inner(w))
+        _, after = ensure_embeddings(task, enc, st, device="cpu")
+        assert calls == [1]
+        assert read_embeddings(after["S2"]).coords[0].tolist() == [999, 999]
+        np.testing.assert_array_equal(read_embeddings(after["S0"]).embeddings, read_embeddings(before["S0"]).embeddings)

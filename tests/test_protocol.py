@@ -1,0 +1,42 @@
+"""The protocol object: HEST defaults, validation and fingerprints."""
+
+import pytest
+
+from stbench.errors import ProtocolError
+from stbench.protocol import Protocol
+
+
+def test_defaults_are_the_hest_protocol():
+    p = Protocol.from_options()
+    assert (p.genes, p.solver, p.alpha, p.intercept, p.seed, p.pcc) == ("task", "lsqr", "hest", False, 1, "pooled")
+    assert p.alpha_for(256, 50) == pytest.approx(100 / (256 * 50))
+
+
+def test_alpha_cv_implies_exact_and_refuses_lsqr():
+    assert Protocol.from_options(alpha="cv").solver == "exact"
+    assert Protocol.from_options(alpha="cv").alpha_for(10, 10) is None
+    with pytest.raises(ProtocolError, match="--alpha cv needs --solver exact"):
+        Protocol.from_options(alpha="cv", solver="lsqr")
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1"])
+def test_bad_alpha_is_a_clear_error(bad):
+    with pytest.raises(ProtocolError, match="--alpha"):
+        Protocol.from_options(alpha=bad)
+
+
+def test_fingerprint_is_stable_and_changes_with_every_setting():
+    base = Protocol.from_options()
+    assert base.fingerprint == Protocol.from_options().fingerprint
+    variants = [
+        Protocol.from_options(solver="exact"),
+        Protocol.from_options(alpha="cv"),
+        Protocol.from_options(alpha=10),
+        Protocol.from_options(intercept=True),
+        Protocol.from_options(seed=2),
+        Protocol.from_options(genes="train-hvg"),
+        Protocol.from_options(genes="file", gene_list=("A", "B")),
+    ]
+    prints = {v.fingerprint for v in variants} | {base.fingerprint}
+    assert len(prints) == len(variants) + 1
+    assert "lsqr" in base.describe() and "100/(features*genes)" in base.describe()

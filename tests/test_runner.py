@@ -1,0 +1,211 @@
+"""The runner end to end on a tiny task: stored rows, reuse, resume, fold isolation, and bad input."""
+
+import json
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner
+
+from stbench import runner
+from stbench.cli import cli
+from stbench.encoders import encoders
+from stbench.protocol import Protocol
+from stbench.reducers import Reducer, TrainFold, reducers
+from stbench.runner import ReducerChoice, run_task
+from stbench.stores import Store
+from stbench.tasks import open_task
+from tests._tiny import make_tiny_task, tiny_encoder
+
+SEEN: list = []
+
+
+class SpyReducer(Reducer):
+    """Records what fit sees; otherwise the identity."""
+
+    name = "test-spy"
+
+    def fit(self, train: TrainFold):
+        SEEN.append(train)
+        return self
+
+    def transform(self, X):
+        return np.asarray(X, np.float32)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_plugins():
+    encoders.register(tiny_encoder(), origin="tests")
+    if "test-spy" not in reducers:
+        reducers.register(SpyReducer, origin="tests")
+
+
+@pytest.fixture
+def root(tmp_path):
+    make_tiny_task(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def _run(root, store_dir, reducers_=("identity", "pca"), protocol=None, **kw):
+    task = open_task("tiny", root)
+    with Store(store_dir) as st:
+        return run_task(task, "test-tiny-cnn", [ReducerChoice(r) for r in reducers_], protocol or Protocol.from_options(),
+                        st, device="cpu", **kw)
+
+
+def test_run_stores_every_number_and_reads_back_the_summary(root, tmp_path):
+    res = _run(root, tmp_path / "s")
+    assert [r.reducer for r in res] == ["identity", "pca"]
+    for r in res:
+        assert len(r.folds) == 3 and not r.cached and r.synthetic
+        assert all(np.isfinite(f["pcc_mean"]) for f in r.folds)
+    with Store(tmp_path / "s") as st:
+        genes = st.catalog.gene_table(run_ids=[res[0].run_id])
+        assert len(genes) == 3 * 20  # folds x task genes
+        row = genes.row(0, named=True)
+        assert row["protocol_fingerprint"] == Protocol.from_options().fingerprint and row["seed"] == 1
+        assert row["alpha"] == pytest.approx(100 / (8 * 20))  # HEST rule on 8 features, 20 genes
+        n = st.catalog.con.execute("SELECT count(*) FROM sample_gene_results WHERE run_id=?", [res[0].run_id]).fetchall()
+        assert n == [(3 * 20,)]
+        runs = st.catalog.summary().to_dicts()
+        assert {r["status"] for r in runs} == {"complete"}
+        assert runs[0]["pcc_mean"] == pytest.approx(res[0].pcc[0])
+
+
+def test_second_run_reuses_stored_results_and_force_recomputes(root, tmp_path, monkeypatch):
+    first = _run(root, tmp_path / "s")
+    monkeypatch.setattr(runner, "_evaluate_fold", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = _run(root, tmp_path / "s")
+    assert all(r.cached for r in again) and [r.run_id for r in again] == [r.run_id for r in first]
+    with pytest.raises(AssertionError, match="recomputed"):
+        _run(root, tmp_path / "s", force=True)
+
+
+def test_a_different_protocol_is_a_different_result_set(root, tmp_path):
+    hest = _run(root, tmp_path / "s", reducers_=("identity",))
+    cv = _run(root, tmp_path / "s", reducers_=("identity",), protocol=Protocol.from_options(alpha="cv"))
+    assert hest[0].run_id != cv[0].run_id and not cv[0].cached
+    assert all(f["alpha"] >= 1e-3 for f in cv[0].folds)
+
+
+def test_a_run_killed_mid_way_resumes_at_the_missing_fold(root, tmp_path, monkeypatch):
+    real = runner._evaluate_fold
+    calls = []
+
+    def flaky(reducer, protocol, genes, data, fold, *a):
+        calls.append(fold.index)
+        if fold.index == 1 and calls.count(1) == 1:
+            raise RuntimeError("node lost")
+        return real(reducer, protocol, genes, data, fold, *a)
+
+    monkeypatch.setattr(runner, "_evaluate_fold", flaky)
+    with pytest.raises(RuntimeError, match="node lost"):
+        _run(root, tmp_path / "s", reducers_=("pca",))
+    with Store(tmp_path / "s") as st:
+        assert st.catalog.summary(include_incomplete=True)["status"].to_list() == ["failed"]
+    res = _run(root, tmp_path / "s", reducers_=("pca",))
+    assert calls == [0, 1, 1, 2] and len(res[0].folds) == 3
+
+
+def test_reducers_see_only_the_training_fold(root, tmp_path):
+    SEEN.clear()
+    _run(root, tmp_path / "s", reducers_=("test-spy",))
+    task = open_task("tiny", root)
+    for fold, train in zip(task.folds, SEEN):
+        assert set(train.sample_ids) == set(fold.train)
+        assert set(train.expression.obs["sample_id"]) == set(fold.train)
+        assert train.expression.n_vars == 60  # all genes, raw counts
+        assert len(train.X) == len(train.coords) == train.expression.n_obs
+
+
+def test_train_hvg_genes_ignore_the_test_fold(root, tmp_path):
+    task = open_task("tiny", root)
+    fold = task.folds[0]
+    res = _run(root, tmp_path / "a", reducers_=("identity",), protocol=Protocol.from_options(genes="train-hvg"))
+    genes_before = json.loads(res[0].folds[0]["genes"])
+    # Garbage in the test sample's counts changes its scores but not the genes chosen for the fold.
+    path = task.samples[fold.test[0]].adata
+    a = ad.read_h5ad(path)
+    a.X = sp.csr_matrix(np.random.default_rng(0).poisson(5, size=a.shape).astype(np.float32))
+    a.write_h5ad(path)
+    res2 = _run(root, tmp_path / "b", reducers_=("identity",), protocol=Protocol.from_options(genes="train-hvg"))
+    assert json.loads(res2[0].folds[0]["genes"]) == genes_before
+    assert len(genes_before) == 50
+
+
+# -- bad input: a one-line error naming the file, non-zero exit, nothing in the store --------------------
+
+
+def _cli(root, store, *args):
+    return CliRunner().invoke(cli, ["run", "--task", "tiny", "--encoder", "test-tiny-cnn", "--data-root", str(root),
+                                    "--store", str(store), "--no-progress", *args])
+
+
+def _break_missing_h5(t):
+    t.samples["S1"].patches.unlink()
+
+
+def _break_truncated_h5(t):
+    p = t.samples["S1"].patches
+    p.write_bytes(p.read_bytes()[:5000])
+
+
+def _break_no_img(t):
+    with h5py.File(t.samples["S1"].patches, "r+") as h5:
+        del h5["img"]
+
+
+def _break_barcodes_absent(t):
+    a = ad.read_h5ad(t.samples["S1"].adata)
+    a.obs_names = [f"other-{i}" for i in range(a.n_obs)]
+    a.write_h5ad(t.samples["S1"].adata)
+
+
+def _break_duplicate_barcodes(t):
+    with h5py.File(t.samples["S1"].patches, "r+") as h5:
+        h5["barcode"][1] = h5["barcode"][0]
+
+
+def _break_gene_missing(t):
+    (t.path / "var_50genes.json").write_text(json.dumps({"genes": ["G000", "NOT_A_GENE"]}))
+
+
+def _break_empty_split(t):
+    (t.path / "splits" / "train_2.csv").write_text("sample_id,patches_path,expr_path\n")
+
+
+@pytest.mark.parametrize("breaker,message", [
+    (_break_missing_h5, r"S1\.h5: patch file does not exist"),
+    (_break_truncated_h5, r"S1\.h5: cannot open as HDF5"),
+    (_break_no_img, r"S1\.h5: patch file has no 'img' dataset"),
+    (_break_barcodes_absent, r"S1\.h5ad: 24 of 24 barcodes of S1\.h5 have no count row"),
+    (_break_duplicate_barcodes, r"S1\.h5: duplicate barcode 'S1-0'"),
+    (_break_gene_missing, r"S0\.h5ad: 1 of 2 genes of the gene list are absent: NOT_A_GENE"),
+    (_break_empty_split, r"train_2\.csv: empty split"),
+])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(root, tmp_path, breaker, message):
+    breaker(open_task("tiny", root))
+    result = _cli(root, tmp_path / "store")
+    assert result.exit_code != 0
+    assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    import re
+
+    assert re.search(message, result.output), result.output
+    assert not (tmp_path / "store" / "embeddings").exists()
+    assert not (tmp_path / "store" / "catalog.duckdb").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--encoder", "efficientnet-lite"], "unknown encoder 'efficientnet-lite'. Did you mean: efficientnet-lite0"),
+    (["--reducer", "pcaa"], "unknown reducer 'pcaa'. Did you mean: pca"),
+    (["--task", "tinny"], "unknown task 'tinny'"),
+    (["--reducer-opt", "n_components=abc"], "option n_components='abc' is not a valid int"),
+    (["--reducer-opt", "depth=3"], "none of the reducers identity, pca has an option 'depth'"),
+    (["--alpha", "cv", "--solver", "lsqr"], "--alpha cv needs --solver exact"),
+])
+def test_unknown_names_and_bad_options_suggest_and_write_nothing(root, tmp_path, args, message):
+    result = _cli(root, tmp_path / "store", *args)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "store").exists()
