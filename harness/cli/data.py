@@ -21,9 +21,12 @@ def data_group() -> None:
 @data_root_option
 def fetch(task: str, token: str | None, revision: str | None, data_root: str | None) -> None:
     """Download one task (only that task) from the gated dataset MahmoodLab/hest-bench."""
+    import logging
+
     from stbench.data.fetch import fetch_task
     from stbench.settings import data_root as resolve_root
 
+    logging.getLogger("stbench.data.fetch").setLevel(logging.INFO)  # say what is downloaded and where
     path = fetch_task(task, resolve_root(data_root), token=token, revision=revision)
     click.echo(f"{task}: ready at {path}")
 
