@@ -54,6 +54,9 @@ HEST_TASKS: dict[str, str] = {
 }
 _ALIASES = {"LUAD": "LUNG", "LYMPHIDC": "LYMPH_IDC", "LYMPH": "LYMPH_IDC", "RCC": "CCRCC", "HER2": "HER2ST"}
 
+# Tasks stbench makes itself, and the command that makes each.
+_MADE_BY = {"HER2ST": "bench data import her2st --source ../shared/data/her2st", "DEMO": "bench data demo"}
+
 TASK_META = "task.json"
 GENES_FILE = "var_50genes.json"
 
@@ -89,6 +92,8 @@ def find_task_dir(name: str, root: Path) -> Path:
             f"task {name!r} ({wanted}) is not under the data root {root}. "
             f"Download it with `bench data fetch --task {wanted.lower()}` or point --data-root at its parent."
         )
+    elif wanted in _MADE_BY:
+        msg = f"task {name!r} is not under the data root {root}; create it with `{_MADE_BY[wanted]}`."
     else:
         msg = f"unknown task {name!r} under the data root {root}.{hint} See `bench list tasks`."
     raise StbenchError(msg)

@@ -36,6 +36,8 @@ def test_unknown_task_suggests_and_missing_hest_task_says_fetch(tmp_path):
         find_task_dir("tinny", tmp_path)
     with pytest.raises(StbenchError, match="bench data fetch --task skcm"):
         find_task_dir("skcm", tmp_path)
+    with pytest.raises(StbenchError, match="bench data import her2st --source"):
+        find_task_dir("her2st", tmp_path)
 
 
 def test_empty_split_and_missing_test_split_are_errors(tmp_path):
