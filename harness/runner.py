@@ -102,13 +102,15 @@ def check_task(task: Task, genes: Sequence[str]) -> None:
             obs, var = backed.obs_names, backed.var_names
             if not obs.is_unique:
                 raise DataError(sample.adata, f"duplicate barcode {obs[obs.duplicated()][0]!r} in obs_names")
-            missing = [b for b in barcodes if b not in set(obs)]
+            known = set(obs)
+            missing = [b for b in barcodes if b not in known]
             if missing:
                 raise DataError(
                     sample.adata,
                     f"{len(missing)} of {len(barcodes)} barcodes of {sample.patches.name} have no count row (first: {missing[0]!r})",
                 )
-            ex.check_genes_present(backed, genes, path=sample.adata) if genes else None
+            if genes:
+                ex.check_genes_present(backed, genes, path=sample.adata)
         finally:
             backed.file.close()
 
@@ -213,14 +215,19 @@ def run_task(
     from stbench.encoders import get_encoder
     from stbench.extract import ensure_embeddings
     from stbench.reducers import create_reducer
-    from stbench.stores.catalog import FoldRecord
 
     encoder = get_encoder(encoder_name)
     reducers = [create_reducer(c.name, **c.options) for c in reducer_choices]  # option errors before any work
     check_task(task, task.genes if protocol.genes == "task" else protocol.gene_list)
     fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size, device=device, progress=progress)
 
-    data: dict[str, _SampleData] | None = None
+    loaded: dict[str, _SampleData] = {}
+
+    def data() -> dict[str, _SampleData]:  # read counts and embeddings only if some fold must be computed
+        if not loaded:
+            loaded.update(_load_samples(task, paths))
+        return loaded
+
     results = []
     for reducer in reducers:
         run_id = run_id_for(task, encoder.name, fingerprint, reducer, protocol)
@@ -234,35 +241,44 @@ def run_task(
                 "alpha_rule": protocol.alpha, "gene_rule": protocol.genes, "n_folds": len(task.folds),
                 "stbench_version": stbench.__version__,
             }
-            status = store.catalog.run_status(run_id)
-            done = set() if force or status is None else store.catalog.folds_done(run_id)
-            if status is None or force:
-                store.catalog.start_run(run, force=force)
-            elif done:
-                log.info("%s/%s/%s: resuming, folds %s already stored", task.name, encoder.name, reducer.name, sorted(done))
-            data = data or _load_samples(task, paths)
-            bar = progress.add_task(f"{reducer.name} folds", total=len(task.folds)) if progress else None
-            try:
-                for fold in task.folds:
-                    if fold.index not in done:
-                        genes = _fold_genes(protocol, task, data, fold.train)
-                        out = _evaluate_fold(reducer, protocol, genes, data, fold, task, encoder.name)
-                        store.catalog.write_fold(run, FoldRecord(
-                            fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
-                            alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
-                            summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
-                            train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
-                        ))
-                    if progress is not None:
-                        progress.advance(bar)
-            except Exception as exc:
-                store.catalog.finish_run(run_id, error=f"{type(exc).__name__}: {exc}")
-                raise
-            finally:
-                if progress is not None:
-                    progress.remove_task(bar)
-            store.catalog.finish_run(run_id)
+            _compute_run(run, reducer, protocol, task, data, store, force=force, progress=progress)
         folds = store.catalog.fold_table(run_id).to_dicts()
         results.append(RunResult(run_id, task.name, task.synthetic, encoder.name, fingerprint, reducer.name,
                                  reducer.options_key(), protocol, folds, cached))
     return results
+
+
+def _compute_run(run: dict, reducer: Reducer, protocol: Protocol, task: Task, data, store: Store, *,  # noqa: ANN001
+                 force: bool, progress: Progress | None) -> None:
+    """Compute the folds of one result set that the store lacks; each fold is committed on its own, so a
+    run killed mid-way resumes at the first missing fold."""
+    from stbench.stores.catalog import FoldRecord
+
+    run_id = run["run_id"]
+    status = store.catalog.run_status(run_id)
+    done = set() if force or status is None else store.catalog.folds_done(run_id)
+    if status is None or force:
+        store.catalog.start_run(run, force=force)
+    elif done:
+        log.info("%s/%s/%s: resuming, folds %s already stored", task.name, run["encoder"], reducer.name, sorted(done))
+    bar = progress.add_task(f"{reducer.name} folds", total=len(task.folds)) if progress else None
+    try:
+        for fold in task.folds:
+            if fold.index not in done:
+                genes = _fold_genes(protocol, task, data(), fold.train)
+                out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"])
+                store.catalog.write_fold(run, FoldRecord(
+                    fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
+                    alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
+                    summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
+                    train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
+                ))
+            if progress is not None:
+                progress.advance(bar)
+    except Exception as exc:
+        store.catalog.finish_run(run_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if progress is not None:
+            progress.remove_task(bar)
+    store.catalog.finish_run(run_id)
