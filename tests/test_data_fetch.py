@@ -361,3 +361,15 @@ def test_unknown_task_suggests(tmp_path: Path, typed: str, hint: str, spy: list[
 def test_her2st_is_not_a_hub_task(tmp_path: Path) -> None:
     with pytest.raises(StbenchError, match="unknown HEST task 'her2st'"):
         fetch_task("her2st", tmp_path)
+
+
+def test_cli_fetch_without_network_exits_nonzero_with_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stbench.cli import cli
+
+    result = CliRunner().invoke(cli, ["data", "fetch", "--task", "luad", "--data-root", str(tmp_path / "data")])
+    assert result.exit_code != 0
+    last = result.output.strip().splitlines()[-1]  # after the "downloading LUNG ..." progress line
+    assert last.startswith("Error: ") and "copy the LUNG task folder by hand" in last
+    assert not (tmp_path / "data" / "LUNG").exists()
