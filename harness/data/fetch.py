@@ -12,21 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import (
-    DisabledRepoError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 
 from stbench.errors import FetchError, StbenchError, suggest
+from stbench.hub import ACCESS_HINT, hub_problem, offline_mode
 from stbench.tasks import GENES_FILE, HEST_TASKS, canonical_task_name, open_task
 
 __all__ = ["HEST_REPO_ID", "fetch_task", "missing_parts"]
@@ -110,7 +102,7 @@ def fetch_task(
     src = Path(snapshot) / name
     if not src.is_dir():
         # Unable to list the repository, the hub falls back to a cached snapshot that may hold other tasks.
-        if _offline_mode():
+        if offline_mode():
             raise _offline_error(name, dest, cache_dir)
         msg = (
             f"no {name} folder came from {repo_id} (revision {revision or 'main'}): the revision lacks it, "
@@ -174,35 +166,10 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(real, dst)
 
 
-def _status(exc: BaseException) -> int | None:
-    return getattr(getattr(exc, "response", None), "status_code", None)
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """Connection failures of whichever HTTP client the installed huggingface_hub uses.
-
-    Only modules already imported can have raised, so nothing is imported here.
-    """
-    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]  # incl. OfflineModeIsEnabled
-    clients = {
-        "httpx2": ("TransportError",),  # huggingface_hub >= 2
-        "httpx": ("TransportError",),  # 1.x
-        "requests": ("ConnectionError", "Timeout"),  # 0.x
-    }
-    for module, names in clients.items():
-        mod = sys.modules.get(module)
-        errors += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
-    return tuple(errors)
-
-
-def _offline_mode() -> bool:
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _offline_error(name: str, dest: Path, cache: str | Path | None) -> FetchError:
     cache = cache or constants.HF_HUB_CACHE
     why = "the Hugging Face Hub cannot be reached (no network?)"
-    if _offline_mode():
+    if offline_mode():
         why = "HF_HUB_OFFLINE is set"
     return FetchError(
         f"{why} and {name} is not (fully) in the Hugging Face cache ({cache}); copy the {name} task folder "
@@ -215,29 +182,19 @@ def _fetch_error(
     exc: BaseException, *, name: str, dest: Path, repo_id: str, revision: str | None, cache: str | Path | None
 ) -> FetchError | None:
     """One actionable line for a hub failure; None for an error that is not the hub's (a real bug)."""
-    if isinstance(exc, LocalEntryNotFoundError) and isinstance(exc.__cause__, HfHubHTTPError):
-        exc = exc.__cause__  # the hub fell back to the cache after an HTTP error: that error is the cause
-    access = (
-        f"request access at https://huggingface.co/datasets/{repo_id}, "
-        "then set HF_TOKEN or run `hf auth login`"
-    )
-    status = _status(exc)
-    if isinstance(exc, GatedRepoError):
-        return FetchError(f"{repo_id} is gated and this account has no access: {access}")
-    if isinstance(exc, RevisionNotFoundError):
-        return FetchError(f"revision {revision!r} does not exist in {repo_id}; check --revision")
-    if isinstance(exc, RepositoryNotFoundError) and status == 401:
-        # The hub answers 401 for a gated repository when no token is sent.
-        return FetchError(f"cannot see {repo_id} (no token, or a wrong repo id): {access}")
-    if isinstance(exc, RepositoryNotFoundError):
-        return FetchError(f"dataset {repo_id} not found on the Hugging Face Hub; check the repo id")
-    if isinstance(exc, DisabledRepoError):
-        return FetchError(f"{repo_id} has been disabled on the Hugging Face Hub")
-    if isinstance(exc, HfHubHTTPError) and status in (401, 403):
-        return FetchError(f"the Hugging Face Hub refused the token ({status}): {access}")
-    if isinstance(exc, (LocalEntryNotFoundError, *_network_errors())):
+    problem = hub_problem(exc)
+    if problem is None:
+        return None
+    access = f"request access at https://huggingface.co/datasets/{repo_id}, {ACCESS_HINT}"
+    messages = {
+        "gated": f"{repo_id} is gated and this account has no access: {access}",
+        "revision": f"revision {revision!r} does not exist in {repo_id}; check --revision",
+        "no-token": f"cannot see {repo_id} (no token, or a wrong repo id): {access}",
+        "not-found": f"dataset {repo_id} not found on the Hugging Face Hub; check the repo id",
+        "disabled": f"{repo_id} has been disabled on the Hugging Face Hub",
+        "token-refused": f"the Hugging Face Hub refused the token ({problem.status}): {access}",
+        "http": f"the Hugging Face Hub failed ({problem.detail}); try again later",
+    }
+    if problem.kind == "offline":
         return _offline_error(name, dest, cache)
-    if isinstance(exc, HfHubHTTPError):
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return FetchError(f"the Hugging Face Hub failed ({first}); try again later")
-    return None
+    return FetchError(messages[problem.kind])
