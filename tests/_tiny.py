@@ -38,21 +38,23 @@ def make_tiny_task(root: Path, name: str = "TINY", *, n_samples: int = 3, n_spot
 
 
 def tiny_encoder(fail_after: int | None = None):
-    """A registered-style encoder with a seeded random 2-layer CNN (8-d), fast enough for any test.
+    """An encoder with a seeded random 2-layer CNN (8-d), fast enough for any test, whose weights are a
+    real file (so it goes through weights resolution and fingerprinting like any plugin).
 
     ``fail_after`` makes the model raise on that forward call, to simulate a run killed mid-sample.
     """
+    import tempfile
+
     import torch
 
     from stbench.encoders import Encoder, EncoderSpec
+    from stbench.encoders.weights import WeightsSource
 
-    spec = EncoderSpec(name="test-tiny-cnn", embed_dim=8, weights="random (seed 0)", license="test", input_size=32)
     calls = {"n": 0}
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            torch.manual_seed(0)
             self.conv = torch.nn.Conv2d(3, 8, 5, stride=4)
 
         def forward(self, x):
@@ -61,4 +63,17 @@ def tiny_encoder(fail_after: int | None = None):
                 raise KeyboardInterrupt("simulated kill")
             return torch.relu(self.conv(x)).mean(dim=(2, 3))
 
-    return Encoder(spec, lambda weights: (Tiny(), "test:tiny-cnn-v1", None), fingerprinter=lambda w: "test:tiny-cnn-v1")
+    path = Path(tempfile.gettempdir()) / "stbench-tests" / "tiny-cnn.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        path.parent.mkdir(exist_ok=True)
+        torch.save(Tiny().state_dict(), path)
+
+    def load(weights):
+        model = Tiny()
+        model.load_state_dict(torch.load(weights.path, weights_only=True))
+        return model
+
+    spec = EncoderSpec(name="test-tiny-cnn", embed_dim=8, weights="random (seed 0)", license="test", input_size=32,
+                       source=WeightsSource(local=lambda: path, config=False))
+    return Encoder(spec, load)

@@ -30,7 +30,7 @@ def test_list_commands_answer_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)
-    assert rows[0]["name"] == "efficientnet-lite0" and rows[0]["weights here"] == "yes"
+    assert rows[0]["name"] == "efficientnet-lite0" and rows[0]["weights here"] == "package"
 
 
 @pytest.fixture(scope="module")
