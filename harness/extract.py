@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from stbench.encoders import Encoder, LoadedEncoder
     from stbench.stores import Store
 
-__all__ = ["resolve_device", "source_fingerprint", "embed_batch", "extract_sample", "ensure_embeddings"]
+__all__ = ["resolve_device", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings"]
 
 log = logging.getLogger("stbench")
 _AUTOCAST = {"fp16": "float16", "bf16": "bfloat16"}
@@ -99,38 +100,90 @@ def _preprocess(images: torch.Tensor, loaded: LoadedEncoder) -> torch.Tensor:
     return (x - mean) / std
 
 
-def embed_batch(loaded: LoadedEncoder, images: np.ndarray, *, device: str = "cpu") -> np.ndarray:
-    """Embeddings (B, D) float32 of uint8 patches (B, H, W, 3)."""
+@dataclass
+class Pipeline:
+    """A loaded encoder placed on its device, with the batch sizes to read and to run it at.
+
+    Call it on uint8 patches (N, H, W, 3) of any N: they go to the device as uint8, are resized and
+    normalised there, and pass through the model ``forward_batch`` at a time under ``inference_mode``
+    (and autocast in the encoder's precision on CUDA).
+    """
+
+    loaded: LoadedEncoder
+    device: str
+    read_batch: int  # patches per HDF5 read (memory bound of the reader)
+    forward_batch: int  # patches per forward pass
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        out = []
+        dtype = _AUTOCAST.get(self.loaded.spec.precision)
+        autocast = self.device.startswith("cuda") and dtype is not None
+        with torch.inference_mode():
+            for i in range(0, len(images), self.forward_batch):
+                block = torch.from_numpy(np.ascontiguousarray(images[i : i + self.forward_batch]))
+                x = _preprocess(block.to(self.device, non_blocking=True), self.loaded)
+                with torch.autocast("cuda", dtype=getattr(torch, dtype or "float16"), enabled=autocast):
+                    out.append(self.loaded.model(x).float())
+        return torch.cat(out).cpu().numpy()
+
+
+def _probe_forward_batch(loaded: LoadedEncoder, device: str, *, start: int = 512) -> int:
+    """The largest power-of-two forward batch (<= ``start``) that fits in GPU memory, with a dummy batch."""
     import torch
 
-    if device == "cpu" and len(images) > CPU_FORWARD_BATCH:
-        return np.concatenate([embed_batch(loaded, images[i : i + CPU_FORWARD_BATCH], device=device)
-                               for i in range(0, len(images), CPU_FORWARD_BATCH)])
-    with torch.inference_mode():
-        x = _preprocess(torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True), loaded)
-        dtype = _AUTOCAST.get(loaded.spec.precision)
-        if device.startswith("cuda") and dtype:
-            with torch.autocast("cuda", dtype=getattr(torch, dtype)):
-                out = loaded.model(x)
-        else:
-            out = loaded.model(x)
-        return out.float().cpu().numpy()
+    size = loaded.spec.input_size
+    batch = start
+    while batch > 1:
+        try:
+            Pipeline(loaded, device, batch, batch)(np.zeros((batch, size, size, 3), np.uint8))
+            break
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            batch //= 2
+    torch.cuda.empty_cache()
+    log.info("%s: forward batch %d fits on %s", loaded.spec.name, batch, device)
+    return batch
+
+
+def prepare_pipeline(loaded: LoadedEncoder, *, device: str = "cpu", batch_size: int | None = None,
+                     compile: bool = False) -> Pipeline:
+    """Place the model on ``device`` and choose batch sizes: ``batch_size`` when given, else 128-patch reads
+    with 16-patch forwards on CPU, or the largest forward batch that fits on a GPU."""
+    import torch
+
+    # uint8 NHWC patches permuted to NCHW are already channels-last in memory; matching the weights to it
+    # avoids a layout conversion per convolution (CNNs: 20 -> 26 patches/s on CPU; no-op for ViTs).
+    loaded.model.to(device, memory_format=torch.channels_last)
+    if compile:
+        loaded.model = torch.compile(loaded.model)
+    if batch_size:
+        return Pipeline(loaded, device, max(batch_size, 1), max(batch_size, 1))
+    if device.startswith("cuda"):
+        fb = _probe_forward_batch(loaded, device)
+        return Pipeline(loaded, device, max(fb, 128), fb)
+    return Pipeline(loaded, device, 128, CPU_FORWARD_BATCH)
+
+
+def embed_batch(loaded: LoadedEncoder, images: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+    """Embeddings (B, D) float32 of uint8 patches (B, H, W, 3), with the model where it already is."""
+    return Pipeline(loaded, device, len(images), CPU_FORWARD_BATCH if device == "cpu" else len(images))(images)
 
 
 def extract_sample(
-    loaded: LoadedEncoder,
+    pipeline: Pipeline,
     sample: Sample,
     store: Store,
     *,
     task: str,
-    batch_size: int = 128,
-    device: str = "cpu",
     progress: Progress | None = None,
 ) -> str:
     """Write the embeddings of one sample and register them. Reads: the patch file. Writes: one HDF5 file
     under ``<store>/embeddings/...`` and a row of the ``embeddings`` table. Returns the file path."""
     from stbench.stores import EmbeddingWriter
 
+    loaded = pipeline.loaded
     spec = loaded.spec
     path = store.embedding_path(task, spec.name, loaded.fingerprint, sample.id)
     with PatchFile(sample.patches) as pf:
@@ -142,8 +195,8 @@ def extract_sample(
         writer = EmbeddingWriter(path, n=n, dim=spec.embed_dim, barcodes=pf.barcodes, coords=pf.coords, attrs=attrs)
         bar = progress.add_task(f"{spec.name} · {sample.id}", total=n) if progress else None
         try:
-            for offset, chunk in _prefetch(pf.iter_chunks(batch_size)):
-                emb = embed_batch(loaded, chunk, device=device)
+            for offset, chunk in _prefetch(pf.iter_chunks(pipeline.read_batch)):
+                emb = pipeline(chunk)
                 if emb.shape != (len(chunk), spec.embed_dim):
                     from stbench.errors import StbenchError
 
@@ -187,8 +240,9 @@ def ensure_embeddings(
     *,
     sample_ids: list[str] | None = None,
     weights: str | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     device: str | None = None,
+    compile: bool = False,
     progress: Progress | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Embeddings for every sample of the task, computed once and reused: ``(fingerprint, {sample: path})``.
@@ -212,11 +266,7 @@ def ensure_embeddings(
     if loaded.fingerprint != fingerprint:
         log.warning("%s: weights fingerprint changed while loading (%s -> %s)", encoder.name, fingerprint, loaded.fingerprint)
         fingerprint = loaded.fingerprint
-    import torch
-
-    # uint8 NHWC patches permuted to NCHW are already channels-last in memory; matching the weights to it
-    # avoids a layout conversion per convolution (CNNs: 20 -> 26 patches/s on CPU; no-op for ViTs).
-    loaded.model.to(dev, memory_format=torch.channels_last)
+    pipeline = prepare_pipeline(loaded, device=dev, batch_size=batch_size, compile=compile)
     for sid in todo:
-        paths[sid] = extract_sample(loaded, task.samples[sid], store, task=task.name, batch_size=batch_size, device=dev, progress=progress)
+        paths[sid] = extract_sample(pipeline, task.samples[sid], store, task=task.name, progress=progress)
     return fingerprint, paths

@@ -202,8 +202,9 @@ def run_task(
     store: Store,
     *,
     weights: str | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     device: str | None = None,
+    compile: bool = False,
     force: bool = False,
     progress: Progress | None = None,
 ) -> list[RunResult]:
@@ -219,7 +220,8 @@ def run_task(
     encoder = get_encoder(encoder_name)
     reducers = [create_reducer(c.name, **c.options) for c in reducer_choices]  # option errors before any work
     check_task(task, task.genes if protocol.genes == "task" else protocol.gene_list)
-    fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size, device=device, progress=progress)
+    fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
+                                          device=device, compile=compile, progress=progress)
 
     loaded: dict[str, _SampleData] = {}
 

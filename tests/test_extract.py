@@ -75,3 +75,17 @@ def test_a_changed_patch_file_is_re_embedded(task, tmp_path):
         assert calls == [1]
         assert read_embeddings(after["S2"]).coords[0].tolist() == [999, 999]
         np.testing.assert_array_equal(read_embeddings(after["S0"]).embeddings, read_embeddings(before["S0"]).embeddings)
+
+
+def test_pipeline_batch_sizes_and_results_do_not_depend_on_them(task):
+    from stbench.extract import CPU_FORWARD_BATCH, prepare_pipeline
+
+    loaded = tiny_encoder().load()
+    default = prepare_pipeline(loaded, device="cpu")
+    assert (default.read_batch, default.forward_batch) == (128, CPU_FORWARD_BATCH)
+    fixed = prepare_pipeline(loaded, device="cpu", batch_size=5)
+    assert (fixed.read_batch, fixed.forward_batch) == (5, 5)
+    with PatchFile(task.samples["S0"].patches) as pf:
+        images = next(pf.iter_chunks(24))[1]
+    np.testing.assert_allclose(default(images), fixed(images), rtol=1e-5, atol=1e-6)
+    assert fixed(images).shape == (24, 8)

@@ -127,14 +127,17 @@ def print_results(results, *, title: str = "Results") -> None:  # noqa: ANN001
 @click.option("--intercept/--no-intercept", default=False, show_default=True, help="Fit a ridge intercept (HEST: no).")
 @click.option("--seed", default=1, show_default=True, help="Seed for PCA and any stochastic reducer (HEST: 1).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Use this weight file for the encoder.")
-@click.option("--batch-size", default=128, show_default=True, help="Patches per forward pass (and per read chunk).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Patches per forward pass and per read. [default: 16 per forward and 128 per read on CPU; "
+                   "on a GPU the largest power of two up to 512 that fits in memory]")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the encoder (pays off on long GPU runs).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, or cuda[:N].")
 @click.option("--force", is_flag=True, help="Recompute results already in the store for the same protocol.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
 @data_root_option
 @store_option
 def run(tasks, encoder_names, reducer_names, reducer_opts, genes, solver, alpha, intercept, seed, weights,  # noqa: ANN001, ANN201, PLR0913
-        batch_size, device, force, progress, data_root, store):
+        batch_size, compile_, device, force, progress, data_root, store):
     """Benchmark encoders x reducers on tasks under the HEST protocol and store every number.
 
     Embeddings are computed once per (task, encoder weights, sample) and reused; results already in the
@@ -170,7 +173,7 @@ def run(tasks, encoder_names, reducer_names, reducer_opts, genes, solver, alpha,
         for task in opened:
             for enc in encoders_:
                 results += run_task(task, enc, choices, protocol, st, weights=weights, batch_size=batch_size,
-                                    device=device, force=force, progress=bar)
+                                    device=device, compile=compile_, force=force, progress=bar)
     print_results(results)
     console().print(f"[dim]store: {store_root(store)}[/]")
 
