@@ -87,7 +87,8 @@ class Encoder:
 encoders: Registry[Encoder] = Registry(
     kind="encoder",
     group="stbench.encoders",
-    builtin_modules=("stbench.encoders.efficientnet_lite",),
+    builtin_modules=("stbench.encoders.efficientnet_lite", "stbench.encoders.phikon", "stbench.encoders.conch",
+                     "stbench.encoders.ctranspath", "stbench.encoders.timm_models"),
     key=lambda e: (e.spec.name, e.spec.aliases),
 )
 

@@ -20,6 +20,7 @@ so embeddings made from different weights are never mixed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stbench.errors import WeightsError
+
+log = logging.getLogger("stbench")
 
 if TYPE_CHECKING:
     from stbench.encoders._base import EncoderSpec
@@ -149,7 +152,7 @@ def _hub_error(spec: EncoderSpec, exc: BaseException) -> WeightsError | None:
 
 def _from_hub(spec: EncoderSpec) -> ResolvedWeights:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     src = spec.source
     assert src is not None and src.repo_id is not None
@@ -157,6 +160,9 @@ def _from_hub(spec: EncoderSpec) -> ResolvedWeights:
     for filename in src.files:
         try:
             path = Path(hf_hub_download(src.repo_id, filename, revision=src.revision))
+        except LocalEntryNotFoundError as exc:  # not cached (offline): subclasses EntryNotFoundError in hub >= 1
+            first_error = first_error or exc
+            continue
         except EntryNotFoundError:  # the repo has no such file: try the next name
             continue
         except Exception as exc:  # noqa: BLE001 - sorted below; a file missing from the cache looks alike
@@ -166,8 +172,11 @@ def _from_hub(spec: EncoderSpec) -> ResolvedWeights:
         if src.config:
             try:
                 config = _read_config(Path(hf_hub_download(src.repo_id, "config.json", revision=src.revision)))
-            except EntryNotFoundError:
-                config = {}
+            except LocalEntryNotFoundError:  # weights cached without their config: the spec's kwargs apply
+                log.warning("%s: config.json of hf.co/%s is not in the cache; building from the built-in "
+                            "architecture description", spec.name, src.repo_id)
+            except EntryNotFoundError:  # the repo has no config.json
+                pass
         commit = path.parent.name if path.parent.parent.name == "snapshots" else None
         fingerprint = f"hub:{src.repo_id}@{commit}" if commit else file_fingerprint(path)
         return ResolvedWeights(path, fingerprint, f"hub {src.repo_id}", config)

@@ -79,6 +79,7 @@ class Registry(Generic[T]):
     _aliases: dict[str, str] = field(default_factory=dict)
     _failures: list[PluginFailure] = field(default_factory=list)
     _loaded: bool = False
+    _loading: str | None = None  # the entry point being imported, named in the origin of what it registers
 
     # -- registration ---------------------------------------------------------------------------------
     def register(self, obj: T, *, origin: str | None = None) -> T:
@@ -86,6 +87,8 @@ class Registry(Generic[T]):
         name, aliases = self.key(obj)
         name = _normalise(name)
         origin = origin or _origin_of(obj)
+        if self._loading and "entry point" not in origin:
+            origin = f"{origin} (entry point {self._loading})"
         for label in (name, *map(_normalise, aliases)):
             taken = self._aliases.get(label)
             if taken is None:
@@ -122,6 +125,7 @@ class Registry(Generic[T]):
         for ep in entry_points(group=self.group):
             if allowed is not None and _normalise(ep.name) not in allowed:
                 continue
+            self._loading = f"{ep.name} = {ep.value}"
             try:
                 obj = ep.load()
                 if not inspect.ismodule(obj):  # a module registers its plugins when imported
@@ -132,6 +136,8 @@ class Registry(Generic[T]):
                 failure = PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}")
                 self._failures.append(failure)
                 log.warning("%s plugin %r (%s) failed to load: %s", self.kind, ep.name, ep.value, failure.error)
+            finally:
+                self._loading = None
 
     @property
     def failures(self) -> list[PluginFailure]:

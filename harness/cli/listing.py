@@ -46,11 +46,12 @@ def list_encoders_cmd(as_json: bool) -> None:
         rows.append({
             "name": s.name, "aliases": ", ".join(s.aliases), "dim": s.embed_dim, "input": s.input_size,
             "precision": s.precision, "gated": "yes" if s.gated else "no",
-            "weights here": enc.available() or "no", "weights": s.weights, "licence": s.license,
-            "code": s.code, "needs": s.requires or "", "origin": encoders.origin(s.name),
+            "weights here": enc.available() or "no", "weights": s.weights, "code": s.code, "licence": s.license,
+            "needs": s.requires or "", "origin": encoders.origin(s.name),
         })
     notes = [f"plugin {f.name!r} ({f.target}) failed to load: {f.error}" for f in encoders.failures]
-    _emit(rows, as_json, "Encoders", notes, wide=("aliases", "origin", "code"))
+    hidden = ("aliases", "origin") + (() if any(r["needs"] for r in rows) else ("needs",))
+    _emit(rows, as_json, "Encoders", notes, wide=hidden)
 
 
 @list_group.command("reducers")
