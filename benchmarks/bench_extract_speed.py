@@ -54,7 +54,7 @@ def one_sample_task(her2st: Path, root: Path) -> str:
     return "SPEED"
 
 
-def reference_loop(loaded, patches: Path, *, device: str, chunk: int = 128) -> tuple[int, float]:  # noqa: ANN001
+def reference_loop(loaded, patches: Path, *, device: str, chunk: int = 128, workers: int = 1) -> tuple[int, float]:  # noqa: ANN001
     """HEST-style: per-image PIL + torchvision transforms, chunks of 128 through a DataLoader."""
     import h5py
     import torch
@@ -83,7 +83,7 @@ def reference_loop(loaded, patches: Path, *, device: str, chunk: int = 128) -> t
     n = 0
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for batch in DataLoader(Chunks(), batch_size=1, num_workers=1):
+        for batch in DataLoader(Chunks(), batch_size=1, num_workers=workers):
             x = batch[0].to(device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=device.startswith("cuda") and spec.precision == "fp16"):
                 out = model(x)
@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--her2st", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "her2st")
     ap.add_argument("--encoders", default="efficientnet-lite0,resnet50")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reference-workers", type=int, default=1, help="DataLoader workers of the reference loop")
     args = ap.parse_args()
 
     import torch
@@ -134,7 +135,8 @@ def main() -> None:
         for name in args.encoders.split(","):
             weights = random_weights(name, tmp)
             enc = get_encoder(name)
-            ref_n, ref_s = reference_loop(enc.load(weights), sample.patches, device=args.device)
+            ref_n, ref_s = reference_loop(enc.load(weights), sample.patches, device=args.device,
+                                          workers=args.reference_workers)
             pipeline = prepare_pipeline(enc.load(weights), device=args.device)
             t0 = time.perf_counter()
             with Store(tmp / f"store-{name}") as st:
@@ -142,7 +144,7 @@ def main() -> None:
             ours_s = time.perf_counter() - t0
             row = {
                 "bench": "extract_speed", "encoder": name, "weights": "random" if weights else "real",
-                "device": args.device, "patches": ref_n, "reference_patches_per_s": round(ref_n / ref_s, 1),
+                "device": args.device, "patches": ref_n, "reference_workers": args.reference_workers, "reference_patches_per_s": round(ref_n / ref_s, 1),
                 "ours_patches_per_s": round(ref_n / ours_s, 1), "speedup": round(ref_s / ours_s, 2),
                 "ours_forward_batch": pipeline.forward_batch, "torch_threads": torch.get_num_threads(),
                 "date": time.strftime("%Y-%m-%d"),
