@@ -13,8 +13,9 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["COMMIT", "write_hub_repo"]
+__all__ = ["COMMIT", "write_hub_repo", "use_offline_hub"]
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _LFS_SUFFIXES = (".bin", ".safetensors", ".pth", ".pt", ".h5", ".h5ad", ".ckpt")
@@ -62,3 +63,21 @@ def write_hub_repo(
     (repo / "trees").mkdir(exist_ok=True)
     (repo / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
     return snapshot
+
+
+def use_offline_hub(monkeypatch: Any, cache: Path) -> Path:
+    """Point huggingface_hub at ``cache`` with ``HF_HUB_OFFLINE=1``, through a pytest ``monkeypatch``.
+
+    huggingface_hub reads its environment once, at import, so its module constants are patched as well
+    as the environment (which subprocesses inherit).
+    """
+    from huggingface_hub import constants
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache

@@ -38,3 +38,19 @@ def her2st_task_root(her2st_source: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("her2st_root")
     import_her2st(her2st_source, root, progress=False)
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test: a user config path that does not exist, so the machine's own config never leaks in."""
+    path = tmp_path / "no-user-config.toml"
+    monkeypatch.setenv("STBENCH_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HF_HUB_OFFLINE=1 with an empty hub cache in tmp_path; returns the cache folder."""
+    from stbench.testing import use_offline_hub
+
+    return use_offline_hub(monkeypatch, tmp_path / "hf" / "hub")

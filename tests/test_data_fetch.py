@@ -114,19 +114,9 @@ def build_hub_cache(
 
 
 @pytest.fixture(autouse=True)
-def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test: HF_HUB_OFFLINE on and an empty hub cache in tmp_path.
-
-    huggingface_hub reads its environment once at import, so the module constants are patched too.
-    """
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
+def _offline(offline_hub: Path) -> Path:
+    """Every test here runs with HF_HUB_OFFLINE on and an empty hub cache (tests/conftest.py)."""
+    return offline_hub
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from huggingface_hub import constants
 
 from stbench.encoders import get_encoder
 from stbench.errors import WeightsError
@@ -31,27 +30,6 @@ from stbench.tasks import PatchFile, open_task
 from stbench.testing import COMMIT, write_hub_repo
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(autouse=True)
-def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user config path that does not exist yet: the machine's own config never leaks in."""
-    path = tmp_path / "stbench.toml"
-    monkeypatch.setenv("STBENCH_CONFIG", str(path))
-    return path
-
-
-@pytest.fixture
-def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """HF_HUB_OFFLINE and an empty hub cache (module constants too: the hub reads env at import)."""
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from huggingface_hub import constants
 from huggingface_hub.errors import GatedRepoError
 
 from stbench.encoders import encoders, get_encoder
@@ -27,7 +26,7 @@ from stbench.encoders.weights import file_fingerprint
 from stbench.errors import WeightsError
 from stbench.extract import embed_batch
 from stbench.tasks import PatchFile, open_task
-from stbench.testing import COMMIT, write_hub_repo
+from stbench.testing import COMMIT, use_offline_hub, write_hub_repo
 from tests._reduced import FULL_SIZE, REDUCED, TESTED_ELSEWHERE, timm_config, torch_bytes
 
 torch = pytest.importorskip("torch")
@@ -36,27 +35,10 @@ HUB = sorted(n for n, r in REDUCED.items() if r.provides == "hub")
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user config path that does not exist: the machine's own config never leaks in."""
-    path = tmp_path / "stbench.toml"
-    monkeypatch.setenv("STBENCH_CONFIG", str(path))
-    return path
-
-
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
-    """``offline(cache)``: HF_HUB_OFFLINE=1 with ``cache`` as the hub cache (module constants too: the hub
-    reads its environment once, at import)."""
-
-    def use(cache: Path) -> Path:
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-        return cache
-
-    return use
+    """``offline(cache)``: HF_HUB_OFFLINE=1 with ``cache`` as the hub cache (see stbench.testing.use_offline_hub)."""
+    return lambda cache: use_offline_hub(monkeypatch, cache)
 
 
 @pytest.fixture(scope="module")

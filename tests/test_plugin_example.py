@@ -97,19 +97,13 @@ def _random_timm_checkpoint(arch: str, folder: Path) -> dict[str, bytes]:
 def test_bench_run_with_the_example_encoder_on_her2st(
     example_installed: None, her2st_task_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import constants
-
     from stbench.stores import Catalog
-    from stbench.testing import COMMIT, write_hub_repo
+    from stbench.testing import COMMIT, use_offline_hub, write_hub_repo
 
     name, arch, repo_id, dim = SMALL
     cache = tmp_path / "hf" / "hub"
     write_hub_repo(cache, repo_id, _random_timm_checkpoint(arch, tmp_path / "ckpt"))
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_HOME", str(tmp_path / "hf")), ("HF_HUB_CACHE", str(cache))):
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # huggingface_hub reads its environment at import
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("STBENCH_CONFIG", str(tmp_path / "no-config.toml"))
+    use_offline_hub(monkeypatch, cache)
     store = tmp_path / "store"
 
     done = CliRunner().invoke(cli, ["run", "--encoder", name, "--reducer", "pca", "--task", "her2st", "--device", "cpu",
