@@ -34,10 +34,12 @@ def write_hub_repo(
     commit: str = COMMIT,
     branch: str = "main",
     listed: Mapping[str, bytes] | None = None,
+    tree: bool = True,
 ) -> Path:
     """Write ``files`` ({path in repo: content}) into the hub cache at ``cache``; returns the snapshot folder.
 
-    ``listed`` adds files to the tree listing without writing them (a snapshot the hub knows is incomplete).
+    ``listed`` adds files to the tree listing without writing them (a snapshot the hub knows is incomplete);
+    ``tree=False`` writes no listing, as huggingface_hub before 2.x left the cache.
     """
     repo = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
@@ -60,8 +62,9 @@ def write_hub_repo(
         if pointer.is_symlink() or pointer.exists():
             pointer.unlink()
         pointer.symlink_to(os.path.relpath(blob, pointer.parent))
-    (repo / "trees").mkdir(exist_ok=True)
-    (repo / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
+    if tree:
+        (repo / "trees").mkdir(exist_ok=True)
+        (repo / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
     return snapshot
 
 

@@ -8,7 +8,6 @@ Failure modes patch `snapshot_download` as the module imported it, raising the h
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,9 +31,8 @@ from stbench.data.fetch import HEST_REPO_ID, fetch_task, missing_parts
 from stbench.data.layout import TaskWriter, leave_one_group_out
 from stbench.errors import FetchError, StbenchError
 from stbench.tasks import TASK_META, PatchFile, open_task
+from stbench.testing import COMMIT, write_hub_repo
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-REPO_DIR = "datasets--MahmoodLab--hest-bench"
 GENES = ["EPCAM", "KRT8", "PTPRC", "COL1A1", "MKI67"]
 
 
@@ -71,46 +69,22 @@ def tasks_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def build_hub_cache(
     cache: Path, src: Path, tasks: list[str], *, listed: list[str] | None = None, tree: bool = True
 ) -> Path:
     """Lay ``src/<task>`` folders out in ``cache`` exactly as `snapshot_download` leaves a dataset repo.
 
-    ``listed`` names the tasks in the cached tree listing (default: ``tasks``); listing a task whose files
-    are absent makes the snapshot one the hub knows to be incomplete. ``tree=False``: no listing, as
-    huggingface_hub before 2.x left the cache.
+    ``listed`` names extra tasks in the cached tree listing whose files are absent, which makes the snapshot
+    one the hub knows to be incomplete. ``tree=False``: no listing, as huggingface_hub before 2.x left it.
     """
-    repo = cache / REPO_DIR
-    snapshot = repo / "snapshots" / COMMIT
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)  # the hub writes the bare hash, no newline
-    (repo / "blobs").mkdir()
-    snapshot.mkdir(parents=True)
-    listing: dict[str, dict] = {}
-    for task in sorted({*tasks, *(listed or [])}):
-        for f in sorted(p for p in (src / task).rglob("*") if p.is_file()):
-            rel = f.relative_to(src).as_posix()
-            data = f.read_bytes()
-            entry: dict = {"size": len(data), "blob_id": _git_blob_id(data)}
-            if f.suffix in (".h5", ".h5ad"):  # LFS files: blob named by sha256
-                entry |= {"lfs_sha256": hashlib.sha256(data).hexdigest(), "lfs_size": len(data)}
-            listing[rel] = entry
-            if task not in tasks:
-                continue
-            blob = repo / "blobs" / entry.get("lfs_sha256", entry["blob_id"])
-            blob.write_bytes(data)
-            pointer = snapshot / rel
-            pointer.parent.mkdir(parents=True, exist_ok=True)
-            pointer.symlink_to(os.path.relpath(blob, pointer.parent))
-    if tree:
-        files = {k: v for k, v in listing.items() if k.split("/")[0] in (listed or tasks)}
-        (repo / "trees").mkdir()
-        (repo / "trees" / f"{COMMIT}.json").write_text(json.dumps({"format_version": 1, "files": files}))
-    return snapshot
+
+    def files_of(names: list[str]) -> dict[str, bytes]:
+        return {f.relative_to(src).as_posix(): f.read_bytes()
+                for t in names for f in sorted((src / t).rglob("*")) if f.is_file()}
+
+    extra = [t for t in (listed or []) if t not in tasks]
+    return write_hub_repo(cache, HEST_REPO_ID, files_of(tasks), repo_type="dataset", commit=COMMIT,
+                          listed=files_of(extra), tree=tree)
 
 
 @pytest.fixture(autouse=True)
