@@ -4,6 +4,7 @@ so ``bench --help`` and ``bench list`` answer at once."""
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -51,6 +52,8 @@ def cli(verbose: int) -> None:
 
         log.addHandler(RichHandler(console=err_console(), show_time=False, show_path=False, markup=False))
     log.propagate = False
+    if verbose == 0:  # the hub logs retries of unreachable URLs; our own one-line error says what to do
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # read by huggingface_hub when it is imported
 
 
 def _register_commands() -> None:
