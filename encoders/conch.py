@@ -11,7 +11,7 @@ so the crop is a no-op: ``input_size=448, interpolation="bicubic"`` (a torch bic
 device; CONCH's torchvision resize of PIL images uses PIL's bicubic kernel, a small numeric difference).
 
 The architecture is CONCH's published ``conch_ViT-B-16`` model config; a ``config.json`` next to the
-weights in that format (``embed_dim``, ``vision_cfg``) overrides it (the hub repo ships none).
+weights in that format (``embed_dim``, ``vision_cfg``) overrides it, if present.
 """
 
 from __future__ import annotations
