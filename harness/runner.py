@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from stbench.reducers import Reducer
     from stbench.stores import Store
 
-__all__ = ["ReducerChoice", "RunResult", "check_task", "run_id_for", "run_task"]
+__all__ = ["FoldPrediction", "ReducerChoice", "RunResult", "check_task", "fit_predict_fold", "run_id_for", "run_task"]
 
 log = logging.getLogger("stbench")
 
@@ -153,27 +153,59 @@ def _fold_genes(protocol: Protocol, task: Task, data: dict[str, _SampleData], tr
     return ex.hest_gene_rule(adatas, n_top=protocol.n_genes)
 
 
-def _train_fold(data: dict[str, _SampleData], ids: Sequence[str], *, seed: int, task: str, encoder: str, fold: int):  # noqa: ANN202
+def _train_fold(data: dict[str, _SampleData], ids: Sequence[str], *, seed: int, task: str, encoder: str, fold: int,  # noqa: ANN202
+                device: str | None = None, cache=None):  # noqa: ANN001
     import anndata as ad
 
     from stbench.reducers import TrainFold
 
     X, coords, groups = _stack(data, ids)
     expr = ad.concat([data[s].counts for s in ids], join="inner", label="sample_id", keys=list(ids), index_unique="-")
-    return TrainFold(X=X, expression=expr, coords=coords, sample_ids=groups, seed=seed, task=task, encoder=encoder, fold=fold)
+    return TrainFold(X=X, expression=expr, coords=coords, sample_ids=groups, seed=seed, task=task, encoder=encoder,
+                     fold=fold, device=device, cache=cache)
 
 
-def _evaluate_fold(
-    reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task, encoder: str,
-) -> dict[str, Any]:
-    """Fit on the training samples, predict the test samples, score per gene. Pure of the store."""
+class _StoreSelections:
+    """The reducers' gene-selection cache for one (task, fold), kept in the store's catalog."""
+
+    def __init__(self, store: Store, task: Task, fold: int) -> None:
+        self.store, self.task, self.fold = store, task, fold
+
+    def get(self, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.store.catalog.selection(self.task.fingerprint, self.fold, kind, key)
+
+    def put(self, kind: str, key: dict[str, Any], value: dict[str, Any]) -> None:
+        self.store.catalog.add_selection(task=self.task.name, task_fingerprint=self.task.fingerprint, fold=self.fold,
+                                         kind=kind, key=key, value=value, stbench_version=stbench.__version__)
+
+
+@dataclass
+class FoldPrediction:
+    """One fold fitted and predicted: the fitted reducer, the ridge's alpha, test truth and predictions."""
+
+    reducer: Reducer
+    n_train: int
+    n_features: int
+    alpha: float
+    Y_test: np.ndarray
+    pred: np.ndarray
+    test_groups: np.ndarray
+    seconds: float
+
+
+def fit_predict_fold(
+    reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task,  # noqa: ANN001
+    encoder: str, *, device: str | None = None, cache=None,  # noqa: ANN001
+) -> FoldPrediction:
+    """Fit the reducer and the ridge on the training samples of ``fold``, predict its test samples.
+    Reads only the training samples' expression: the test expression is used for ``Y_test`` alone."""
     start = time.perf_counter()
-    train = _train_fold(data, fold.train, seed=protocol.seed, task=task.name, encoder=encoder, fold=fold.index)
+    train = _train_fold(data, fold.train, seed=protocol.seed, task=task.name, encoder=encoder, fold=fold.index,
+                        device=device, cache=cache)
     X_test, _, test_groups = _stack(data, fold.test)
     reducer.fit(train)
     Z_train, Z_test = reducer.transform(train.X), reducer.transform(X_test)
     Y_train = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.train])
-    Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
     alpha = protocol.alpha_for(Z_train.shape[1], len(genes))
     if alpha is None:
         alpha, _ = cv_alpha(Z_train, Y_train, train.sample_ids, intercept=protocol.intercept)
@@ -181,16 +213,26 @@ def _evaluate_fold(
             log.warning("fold %d: cross-validated alpha %.3g is at the edge of the grid %.0e..%.0e",
                         fold.index, alpha, CV_ALPHAS[0], CV_ALPHAS[-1])
     ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept)
-    pred = ridge.predict(Z_test)
+    Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
+    return FoldPrediction(reducer, len(Z_train), Z_train.shape[1], float(alpha), Y_test, ridge.predict(Z_test),
+                          np.asarray(test_groups), time.perf_counter() - start)
+
+
+def _evaluate_fold(
+    reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task, encoder: str,  # noqa: ANN001
+    *, device: str | None = None, cache=None,  # noqa: ANN001
+) -> dict[str, Any]:
+    """Fit, predict and score one fold per gene (pooled and per test sample). Pure of the store."""
+    fp = fit_predict_fold(reducer, protocol, genes, data, fold, task, encoder, device=device, cache=cache)
+    Y_test, pred = fp.Y_test, fp.pred
     pcc, mse = metrics.pearson_per_gene(Y_test, pred), metrics.mse_per_gene(Y_test, pred)
     per_sample = {}
-    ids = np.asarray(test_groups)
     for sid in fold.test:
-        m = ids == sid
+        m = fp.test_groups == sid
         per_sample[sid] = (metrics.pearson_per_gene(Y_test[m], pred[m]), metrics.mse_per_gene(Y_test[m], pred[m]), int(m.sum()))
     return {
-        "n_train": len(Z_train), "n_test": len(Z_test), "n_features": Z_train.shape[1], "alpha": float(alpha),
-        "pcc": pcc, "mse": mse, "per_sample": per_sample, "seconds": time.perf_counter() - start,
+        "n_train": fp.n_train, "n_test": len(Y_test), "n_features": fp.n_features, "alpha": fp.alpha,
+        "pcc": pcc, "mse": mse, "per_sample": per_sample, "seconds": fp.seconds,
     }
 
 
@@ -219,6 +261,8 @@ def run_task(
 
     encoder = get_encoder(encoder_name)
     reducers = [create_reducer(c.name, **c.options) for c in reducer_choices]  # option errors before any work
+    for r in reducers:  # paper defaults per task/encoder, gene-set files: settled before identity and extraction
+        r.resolve(task=task.name, encoder=encoder.name)
     check_task(task, task.genes if protocol.genes == "task" else protocol.gene_list)
     fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
                                           device=device, compile=compile, progress=progress)
@@ -243,7 +287,7 @@ def run_task(
                 "alpha_rule": protocol.alpha, "gene_rule": protocol.genes, "n_folds": len(task.folds),
                 "stbench_version": stbench.__version__,
             }
-            _compute_run(run, reducer, protocol, task, data, store, force=force, progress=progress)
+            _compute_run(run, reducer, protocol, task, data, store, force=force, progress=progress, device=device)
         folds = store.catalog.fold_table(run_id).to_dicts()
         results.append(RunResult(run_id, task.name, task.synthetic, encoder.name, fingerprint, reducer.name,
                                  reducer.options_key(), protocol, folds, cached))
@@ -251,7 +295,7 @@ def run_task(
 
 
 def _compute_run(run: dict, reducer: Reducer, protocol: Protocol, task: Task, data, store: Store, *,  # noqa: ANN001
-                 force: bool, progress: Progress | None) -> None:
+                 force: bool, progress: Progress | None, device: str | None = None) -> None:
     """Compute the folds of one result set that the store lacks; each fold is committed on its own, so a
     run killed mid-way resumes at the first missing fold."""
     from stbench.stores.catalog import FoldRecord
@@ -268,12 +312,18 @@ def _compute_run(run: dict, reducer: Reducer, protocol: Protocol, task: Task, da
         for fold in task.folds:
             if fold.index not in done:
                 genes = _fold_genes(protocol, task, data(), fold.train)
-                out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"])
+                out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
+                                     cache=_StoreSelections(store, task, fold.index))
+                model = reducer.save(store.model_path(run_id, fold.index))
+                report = reducer.report()
+                if report:
+                    log.info("%s %s fold %d: %s", task.name, reducer.name, fold.index, reducer.describe_report())
                 store.catalog.write_fold(run, FoldRecord(
                     fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
                     alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
                     summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
                     train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
+                    reducer_report=report or None, model_path=None if model is None else str(model),
                 ))
             if progress is not None:
                 progress.advance(bar)

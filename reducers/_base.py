@@ -13,7 +13,8 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, get_type_hints
 
 import numpy as np
 
@@ -23,7 +24,16 @@ from stbench.errors import StbenchError
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["TrainFold", "Reducer", "reducers", "register_reducer", "create_reducer", "list_reducers", "parse_options"]
+__all__ = ["SelectionCache", "TrainFold", "Reducer", "reducers", "register_reducer", "create_reducer", "list_reducers", "parse_options"]
+
+
+class SelectionCache(Protocol):
+    """Where a reducer keeps gene selections (HVGs, SVGs) of a fold between runs; the runner gives one
+    bound to the store, the task and the fold. ``key`` must name every input of the selection."""
+
+    def get(self, kind: str, key: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def put(self, kind: str, key: dict[str, Any], value: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class TrainFold:
     task: str = ""
     encoder: str = ""
     fold: int = 0
+    device: str | None = None  # where trainable reducers run: None/"auto" = CUDA when present
+    cache: SelectionCache | None = None
 
 
 class Reducer(ABC):
@@ -61,6 +73,27 @@ class Reducer(ABC):
     @abstractmethod
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Map embeddings (n, d) to features (n, k)."""
+
+    def resolve(self, *, task: str, encoder: str) -> None:  # noqa: B027 - optional hook
+        """Fill defaults that depend on the task or encoder before the run's identity is computed."""
+
+    def report(self) -> dict[str, Any]:
+        """What the last ``fit`` wants recorded beside the fold's results (JSON-able); stored in the catalog."""
+        return {}
+
+    def describe_report(self) -> str:
+        """``report()`` as one line for the run log."""
+        return ""
+
+    def save(self, path: Path) -> Path | None:
+        """Write the fitted state to ``path`` if the reducer has one worth keeping; return where, or None."""
+        return None
+
+    @classmethod
+    def variant_label(cls, options: Mapping[str, Any], *, task: str = "", encoder: str = "") -> str:
+        """The stored options that differ from this reducer's defaults, as ``k=v`` (empty for defaults)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls.Options)}
+        return " ".join(f"{k}={v}" for k, v in sorted(options.items()) if k in defaults and defaults[k] != v)
 
     def options_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.options)
@@ -103,7 +136,7 @@ def parse_options(options_cls: type, values: Mapping[str, Any], *, reducer: str)
 reducers: Registry[type[Reducer]] = Registry(
     kind="reducer",
     group="stbench.reducers",
-    builtin_modules=("stbench.reducers.identity", "stbench.reducers.pca"),
+    builtin_modules=("stbench.reducers.identity", "stbench.reducers.pca", "stbench.reducers.bpbooster"),
     key=lambda cls: (cls.name, cls.aliases),
 )
 

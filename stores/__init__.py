@@ -2,6 +2,7 @@
 
     <store>/catalog.duckdb                                       catalog (see `stbench.stores.catalog`)
     <store>/embeddings/<task>/<encoder>/<fingerprint>/<sample>.h5  embeddings (see `stbench.stores.embeddings`)
+    <store>/models/<run_id>/fold<i>.pt                            fitted trainable reducers (BP-Booster)
 
 The store is the only state shared between runs; it can be killed at any point and rerun.
 """
@@ -34,6 +35,10 @@ class Store:
 
     def embedding_path(self, task: str, encoder: str, weights_fingerprint: str, sample_id: str) -> Path:
         return embedding_path(self.root, task, encoder, weights_fingerprint, sample_id)
+
+    def model_path(self, run_id: str, fold: int) -> Path:
+        """Where a trainable reducer's fitted state for one fold of one run is kept."""
+        return self.root / "models" / run_id / f"fold{fold}.pt"
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -62,6 +62,18 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (run_id, fold, sample_id, gene));
         """,
     ),
+    (
+        "m002_reducer_state",
+        # what a trainable reducer reported and where its fitted state lives; gene selections per fold
+        """
+        ALTER TABLE fold_results ADD COLUMN reducer_report TEXT;
+        ALTER TABLE fold_results ADD COLUMN model_path TEXT;
+        CREATE TABLE gene_selections (
+            task TEXT, task_fingerprint TEXT, fold INTEGER, kind TEXT, key TEXT, value TEXT,
+            stbench_version TEXT, created_at TIMESTAMP,
+            PRIMARY KEY (task_fingerprint, fold, kind, key));
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -87,6 +99,8 @@ class FoldRecord:
     train_samples: Sequence[str]
     test_samples: Sequence[str]
     seconds: float
+    reducer_report: dict[str, Any] | None = None
+    model_path: str | None = None
 
 
 class Catalog:
@@ -201,12 +215,19 @@ class Catalog:
         ]
         self.con.execute("BEGIN TRANSACTION")
         try:
+            values = {
+                "run_id": rid, "fold": rec.fold, "n_train": rec.n_train, "n_test": rec.n_test,
+                "n_features": rec.n_features, "n_genes": s.n_genes, "n_nan": s.n_nan, "alpha": rec.alpha,
+                "pcc_mean": s.pcc_mean, "pcc_std": s.pcc_std, "mse_mean": s.mse_mean, "pcc10": s.pcc_top.get(10),
+                "pcc50": s.pcc_top.get(50), "pcc200": s.pcc_top.get(200),
+                "train_samples": json.dumps(list(rec.train_samples)), "test_samples": json.dumps(list(rec.test_samples)),
+                "genes": json.dumps(list(rec.genes)), "seconds": rec.seconds,
+                "reducer_report": json.dumps(rec.reducer_report) if rec.reducer_report else None,
+                "model_path": rec.model_path,
+            }
             self.con.execute(
-                "INSERT OR REPLACE INTO fold_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [rid, rec.fold, rec.n_train, rec.n_test, rec.n_features, s.n_genes, s.n_nan, rec.alpha, s.pcc_mean,
-                 s.pcc_std, s.mse_mean, s.pcc_top.get(10), s.pcc_top.get(50), s.pcc_top.get(200),
-                 json.dumps(list(rec.train_samples)), json.dumps(list(rec.test_samples)), json.dumps(list(rec.genes)),
-                 rec.seconds],
+                f"INSERT OR REPLACE INTO fold_results ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+                list(values.values()),
             )
             self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
             if sample_rows:
@@ -221,6 +242,18 @@ class Catalog:
             "UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
             ["failed" if error else "complete", error, _now(), run_id],
         )
+
+    # -- gene selections (HVG/SVG per fold) ---------------------------------------------------------------
+    def selection(self, task_fingerprint: str, fold: int, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        row = self._one("SELECT value FROM gene_selections WHERE task_fingerprint=? AND fold=? AND kind=? AND key=?",
+                        [task_fingerprint, fold, kind, json.dumps(key, sort_keys=True)])
+        return None if row is None else json.loads(row[0])
+
+    def add_selection(self, *, task: str, task_fingerprint: str, fold: int, kind: str, key: dict[str, Any],
+                      value: dict[str, Any], stbench_version: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO gene_selections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         [task, task_fingerprint, fold, kind, json.dumps(key, sort_keys=True), json.dumps(value),
+                          stbench_version, _now()])
 
     # -- queries --------------------------------------------------------------------------------------
     def summary(self, *, run_ids: Sequence[str] | None = None, task: str | None = None, encoder: str | None = None,
@@ -255,6 +288,24 @@ class Catalog:
 
     def _frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         return self.con.sql(sql, params=list(params) or None).pl()
+
+    def fitted_models(self, *, task: str, encoder: str, reducer: str, fold: int) -> pl.DataFrame:
+        """Complete runs with a saved reducer state for ``fold``, newest first."""
+        sql = """
+            SELECT r.run_id, r.task, r.encoder, r.weights_fingerprint, r.reducer, r.reducer_options, r.protocol,
+                   r.seed, r.alpha_rule, r.synthetic, r.stbench_version, r.finished_at, f.fold, f.model_path,
+                   f.reducer_report, f.train_samples, f.test_samples, f.pcc_mean
+            FROM runs r JOIN fold_results f USING (run_id)
+            WHERE r.status = 'complete' AND lower(r.task) = lower(?) AND lower(r.encoder) = lower(?)
+              AND r.reducer = ? AND f.fold = ? AND f.model_path IS NOT NULL
+            ORDER BY r.finished_at DESC
+        """
+        return self._frame(sql, [task, encoder, reducer, fold])
+
+    def embedding_paths(self, task: str, encoder: str, weights_fingerprint: str) -> dict[str, str]:
+        rows = self.con.execute("SELECT sample_id, path FROM embeddings WHERE lower(task)=lower(?) AND encoder=? "
+                                "AND weights_fingerprint=?", [task, encoder, weights_fingerprint]).fetchall()
+        return dict(rows)
 
     def fold_table(self, run_id: str) -> pl.DataFrame:
         return self._frame("SELECT * FROM fold_results WHERE run_id=? ORDER BY fold", [run_id])

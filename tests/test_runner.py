@@ -94,11 +94,11 @@ def test_a_run_killed_mid_way_resumes_at_the_missing_fold(root, tmp_path, monkey
     real = runner._evaluate_fold
     calls = []
 
-    def flaky(reducer, protocol, genes, data, fold, *a):
+    def flaky(reducer, protocol, genes, data, fold, *a, **kw):
         calls.append(fold.index)
         if fold.index == 1 and calls.count(1) == 1:
             raise RuntimeError("node lost")
-        return real(reducer, protocol, genes, data, fold, *a)
+        return real(reducer, protocol, genes, data, fold, *a, **kw)
 
     monkeypatch.setattr(runner, "_evaluate_fold", flaky)
     with pytest.raises(RuntimeError, match="node lost"):

@@ -40,6 +40,9 @@ def cli(verbose: int) -> None:
       bench data import her2st --source DIR       # real HER2+ sections -> a HEST-layout task
       bench run --task her2st --reducer identity,pca --alpha cv
       bench run --encoder uni --reducer pca --task luad --data-root /data/hest-bench
+      bench run --task her2st --reducer bpbooster-gp --gene-sets h.all.v7.0.symbols.gmt
+      bench explain --task her2st --fold 0             # pathways the fitted booster attends to
+      bench ablate --task her2st --alpha cv            # the BP-Booster paper's ablation table
       bench results --task her2st --format csv
     """
     from rich.logging import RichHandler
@@ -57,12 +60,14 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from stbench.cli import data, listing, run
+    from stbench.cli import booster, data, listing, run
 
     cli.add_command(run.run)
     cli.add_command(run.results)
     cli.add_command(listing.list_group)
     cli.add_command(data.data_group)
+    cli.add_command(booster.explain)
+    cli.add_command(booster.ablate)
 
 
 _register_commands()
