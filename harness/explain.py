@@ -36,14 +36,15 @@ class Explanation:
     report: dict[str, Any]
     samples: list[str]  # the spots' samples (the fold's test samples unless asked otherwise)
     synthetic: bool
-    other_runs: list[str]  # other matching runs, newest first (choose with run_id=)
+    other_runs: list[str]  # other matching runs with their variant and alpha rule, newest first (choose with run_id=)
+    variant: str  # options that differ from the reducer's defaults ("" = defaults)
     pathways: pl.DataFrame  # one row per prototype: name, gate, mean attention, both ranks, SVG overlap
     spots: pl.DataFrame  # one row per spot: sample_id, barcode, x, y, then one attention column per prototype
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "task": self.task, "encoder": self.encoder, "reducer": self.reducer,
-            "fold": self.fold, "reducer_options": self.reducer_options, "protocol": self.protocol,
+            "fold": self.fold, "variant": self.variant, "reducer_options": self.reducer_options, "protocol": self.protocol,
             "report": self.report, "samples": self.samples, "synthetic": self.synthetic,
             "pathways": self.pathways.to_dicts(),
         }
@@ -64,13 +65,18 @@ def explain_fold(store: Store, *, task: str, encoder: str, fold: int, reducer: s
     if len(runs) == 0:
         raise StoreError(f"no complete {reducer} run with a saved model for task {task}, encoder {encoder}, fold {fold} "
                          f"in {store.root}; run `bench run --task {task} --encoder {encoder} --reducer {reducer}` first")
+    from stbench.reducers import reducers
+
     ids = runs["run_id"].to_list()
+    cls = reducers.get(reducer)
+    variants = {r["run_id"]: _variant(cls, r) for r in runs.iter_rows(named=True)}
     if run_id is not None:
         if run_id not in ids:
             raise StoreError(f"run {run_id} is not among the matching runs: {', '.join(ids)}")
         row = runs.row(ids.index(run_id), named=True)
-    else:
-        row = runs.row(0, named=True)
+    else:  # the newest run with the reducer's default options, else the newest run
+        plain = [i for i in ids if not variants[i]]
+        row = runs.row(ids.index(plain[0] if plain else ids[0]), named=True)
     booster = load_booster(Path(row["model_path"]))
     samples = {"test": json.loads(row["test_samples"]), "train": json.loads(row["train_samples"])}
     chosen = samples["test"] + samples["train"] if on == "all" else samples[on]
@@ -105,5 +111,13 @@ def explain_fold(store: Store, *, task: str, encoder: str, fold: int, reducer: s
         run_id=row["run_id"], task=row["task"], encoder=row["encoder"], reducer=row["reducer"], fold=fold,
         reducer_options=json.loads(row["reducer_options"]), protocol=json.loads(row["protocol"]),
         report=booster.report_ or {}, samples=chosen, synthetic=bool(row["synthetic"]),
-        other_runs=[i for i in ids if i != row["run_id"]], pathways=pathways, spots=pl.DataFrame(spot_cols),
+        other_runs=[f"{i} ({variants[i] or 'defaults'}; alpha {a})" for i, a in zip(ids, runs["alpha_rule"])
+                    if i != row["run_id"]],
+        variant=variants[row["run_id"]], pathways=pathways, spots=pl.DataFrame(spot_cols),
     )
+
+
+def _variant(cls, row: dict[str, Any]) -> str:  # noqa: ANN001
+    """The run's options that differ from the defaults, the gene-set file aside."""
+    opts = {k: v for k, v in json.loads(row["reducer_options"]).items() if k not in ("gene_sets", "gene_sets_sha256")}
+    return cls.variant_label(opts, task=row["task"], encoder=row["encoder"])

@@ -40,6 +40,23 @@ def her2st_task_root(her2st_source: Path, tmp_path_factory: pytest.TempPathFacto
     return root
 
 
+@pytest.fixture(scope="session")
+def her2st_run(her2st_task_root: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """identity and pca on the real HER2ST task with efficientnet-lite0 (HEST protocol), in a session store whose
+    embeddings other real-data tests reuse: (task, store folder, results)."""
+    from stbench.protocol import Protocol
+    from stbench.runner import ReducerChoice, run_task
+    from stbench.stores import Store
+    from stbench.tasks import open_task
+
+    store_dir = tmp_path_factory.mktemp("her2st_store")
+    task = open_task("her2st", her2st_task_root)
+    with Store(store_dir) as st:
+        results = run_task(task, "efficientnet-lite0", [ReducerChoice("identity"), ReducerChoice("pca")],
+                           Protocol.from_options(), st, device="cpu")
+    return task, store_dir, results
+
+
 @pytest.fixture(autouse=True)
 def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test: a user config path that does not exist, so the machine's own config never leaks in."""

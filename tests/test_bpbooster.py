@@ -228,6 +228,19 @@ def test_no_pathway_reaching_the_threshold_fails_with_the_counts(root, gmt, tmp_
                  st, device="cpu")
 
 
+def test_lower_threshold_lowers_min_shared_until_enough_pathways_qualify(root, gmt, tmp_path, caplog):
+    task = open_task("tiny", root)
+    with Store(tmp_path / "s") as st:
+        (res,) = run_task(task, "test-tiny-cnn",
+                          [ReducerChoice("bpbooster-gp", _gp(gmt, min_shared=50, min_programs=2, lower_threshold=True))],
+                          Protocol.from_options(), st, device="cpu")
+    for f in res.folds:
+        report = json.loads(f["reducer_report"])
+        assert report["min_shared"] < 50 and report["programs_kept"] >= 2
+        assert sum(v >= report["min_shared"] for v in report["overlap"].values()) == report["programs_kept"]
+    assert "lowered the threshold" in caplog.text
+
+
 def test_hallmark_offline_fails_before_any_work(root, tmp_path, monkeypatch):
     monkeypatch.setenv("STBENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STBENCH_OFFLINE", "1")

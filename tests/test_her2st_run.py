@@ -11,24 +11,11 @@ import pytest
 
 from stbench import expression as ex
 from stbench.metrics import pearson_per_gene
-from stbench.protocol import Protocol
 from stbench.reducers import TrainFold, create_reducer
 from stbench.regression import fit_ridge, hest_alpha
-from stbench.runner import ReducerChoice, run_task
 from stbench.stores import Store, read_embeddings
-from stbench.tasks import open_task
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def her2st_run(her2st_task_root, tmp_path_factory):
-    store_dir = tmp_path_factory.mktemp("her2st_store")
-    task = open_task("her2st", her2st_task_root)
-    with Store(store_dir) as st:
-        results = run_task(task, "efficientnet-lite0", [ReducerChoice("identity"), ReducerChoice("pca")],
-                           Protocol.from_options(), st, device="cpu")
-    return task, store_dir, results
 
 
 def _fold_arrays(task, store_dir, fold):

@@ -52,8 +52,10 @@ def show_progress(flag: bool | None) -> bool:
 def quiet_library_warnings() -> None:
     """Library deprecation chatter is not the user's problem; stbench's own warnings still show."""
     for cat in (FutureWarning, DeprecationWarning, UserWarning):
-        for mod in ("anndata", "scanpy", "sklearn", "numba", "dask", "spatialdata", "xarray", "h5py", "torch", "timm"):
+        for mod in ("anndata", "scanpy", "squidpy", "sklearn", "numba", "dask", "spatialdata", "xarray", "h5py", "torch",
+                    "timm"):
             warnings.filterwarnings("ignore", category=cat, module=mod)
+    warnings.filterwarnings("ignore", category=SyntaxWarning, module="docrep")  # squidpy's docstring templating
 
 
 def make_progress(*, enabled: bool):  # noqa: ANN201

@@ -65,7 +65,9 @@ def explain(task, encoder, fold, reducer, run_id, on, spots_out, fmt, store):  #
         return
     out = console()
     r = ex.report
-    out.print(f"[bold]{escape(ex.task)} · {escape(ex.encoder)} · {escape(ex.reducer)} · fold {ex.fold}[/] (run {ex.run_id}"
+    variant = f" {escape(ex.variant)}" if ex.variant else ""
+    out.print(f"[bold]{escape(ex.task)} · {escape(ex.encoder)} · {escape(ex.reducer)}{variant} · fold {ex.fold}[/] "
+              f"(run {ex.run_id}, alpha {escape(str(ex.protocol.get('alpha')))}"
               + (", [bold yellow]SYNTHETIC data[/]" if ex.synthetic else "") + ")")
     if "programs_kept" in r:
         out.print(f"J = {r['programs_kept']} pathways of {r['programs_total']} in {escape(str(r.get('gene_sets')))} "
@@ -83,7 +85,7 @@ def explain(task, encoder, fold, reducer, run_id, on, spots_out, fmt, store):  #
                       str(row["rank_attention"]), "" if row["svg_overlap"] is None else str(row["svg_overlap"]))
     out.print(table)
     if ex.other_runs:
-        out.print(f"[dim]{len(ex.other_runs)} other matching run(s): {', '.join(ex.other_runs)} (choose with --run)[/]")
+        out.print(f"[dim]{len(ex.other_runs)} other matching run(s), choose with --run: {escape(', '.join(ex.other_runs))}[/]")
     if ex.synthetic:
         out.print(f"[bold yellow]{SYNTHETIC_NOTE}[/]")
 

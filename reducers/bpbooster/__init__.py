@@ -254,7 +254,8 @@ def _cached(train: TrainFold, kind: str, params: dict[str, Any], compute) -> dic
 class BPBoosterRandom(_BPBooster):
     name = "bpbooster-random"
     aliases = ("bpbooster-r", "bpb-random")
-    description = "BP-Booster, random prototypes P ~ N(0,1) (paper defaults per encoder/task; see spec)"
+    description = ("BP-Booster, random prototypes P ~ N(0,1); lr, latent_dim, prototypes at 0 take the paper's "
+                   "value for the encoder and task")
     init = "random"
 
     @dataclass(frozen=True)
@@ -266,7 +267,8 @@ class BPBoosterRandom(_BPBooster):
 class BPBoosterGP(_BPBooster):
     name = "bpbooster-gp"
     aliases = ("bpbooster-geneprogram", "bpb-gp")
-    description = "BP-Booster, gene-program prototypes from training-fold SVGs x pathways (--gene-sets, default hallmark)"
+    description = ("BP-Booster, gene-program prototypes from the training fold's SVGs x pathways (--gene-sets, "
+                   "default hallmark); lr, latent_dim at 0 take the paper's value")
     init = "gene-program"
 
     @dataclass(frozen=True)
@@ -277,6 +279,7 @@ class BPBoosterGP(_BPBooster):
         min_programs: int = 1  # fewer qualifying pathways is an error (with the counts)
         svg_min_intersection: int = 50  # below this, SVGs by best mean rank over training samples
         standardize_programs: bool = True  # the spec's DECISION; False = the literal formula on log1p
+        lower_threshold: bool = False  # too few pathways qualify: lower min_shared until min_programs do (logged)
 
     def options_key(self) -> str:
         """The GMT file's content, not only its name, is part of the result's identity."""
@@ -315,15 +318,23 @@ class BPBoosterGP(_BPBooster):
                       lambda: _svg_dict(select_svgs(train.expression, train.coords, n_top=o.n_svg,
                                                     min_intersection=o.svg_min_intersection)))
         gene_sets = read_gmt(self.gene_sets_path())
-        try:
-            programs = match_pathways(sel["genes"], gene_sets, min_shared=o.min_shared, min_programs=o.min_programs)
-        except ProtocolError as exc:
-            raise ProtocolError(f"bpbooster-gp fold {train.fold}: {exc}") from None
+        min_shared = o.min_shared
+        while True:
+            try:
+                programs = match_pathways(sel["genes"], gene_sets, min_shared=min_shared, min_programs=o.min_programs)
+                break
+            except ProtocolError as exc:
+                if not o.lower_threshold or min_shared <= 1:
+                    raise ProtocolError(f"bpbooster-gp fold {train.fold}: {exc}") from None
+                min_shared -= 1
+        if min_shared != o.min_shared:
+            log.warning("bpbooster-gp fold %d: fewer than %d pathways share >= %d SVGs; lowered the threshold to %d "
+                        "(lower_threshold=true)", train.fold, o.min_programs, o.min_shared, min_shared)
         G = ex.log1p_dense(train.expression, sel["genes"])
         profiles = program_profiles(G, programs.membership, standardize=o.standardize_programs)
         corr = mean_pairwise_correlation(profiles)
         report = {
-            "programs_kept": len(programs.names), "programs_total": len(gene_sets), "min_shared": o.min_shared,
+            "programs_kept": len(programs.names), "programs_total": len(gene_sets), "min_shared": min_shared,
             "overlap": dict(programs.overlap), "n_svg": len(sel["genes"]), "svg_rule": sel["rule"],
             "svg_intersection": sel["n_intersection"], "init_prototype_corr": float(corr),
             "gene_sets": str(self.gene_sets_path()), "gene_sets_sha256": self.gene_sets_digest(),
