@@ -154,7 +154,7 @@ def _fold_genes(protocol: Protocol, task: Task, data: dict[str, _SampleData], tr
 
 
 def _train_fold(data: dict[str, _SampleData], ids: Sequence[str], *, seed: int, task: str, encoder: str, fold: int,  # noqa: ANN202
-                device: str | None = None, cache=None):  # noqa: ANN001
+                device: str | None = None, cache=None, progress=None):  # noqa: ANN001
     import anndata as ad
 
     from stbench.reducers import TrainFold
@@ -162,7 +162,7 @@ def _train_fold(data: dict[str, _SampleData], ids: Sequence[str], *, seed: int, 
     X, coords, groups = _stack(data, ids)
     expr = ad.concat([data[s].counts for s in ids], join="inner", label="sample_id", keys=list(ids), index_unique="-")
     return TrainFold(X=X, expression=expr, coords=coords, sample_ids=groups, seed=seed, task=task, encoder=encoder,
-                     fold=fold, device=device, cache=cache)
+                     fold=fold, device=device, cache=cache, progress=progress)
 
 
 class _StoreSelections:
@@ -195,13 +195,13 @@ class FoldPrediction:
 
 def fit_predict_fold(
     reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task,  # noqa: ANN001
-    encoder: str, *, device: str | None = None, cache=None,  # noqa: ANN001
+    encoder: str, *, device: str | None = None, cache=None, progress=None,  # noqa: ANN001
 ) -> FoldPrediction:
     """Fit the reducer and the ridge on the training samples of ``fold``, predict its test samples.
     Reads only the training samples' expression: the test expression is used for ``Y_test`` alone."""
     start = time.perf_counter()
     train = _train_fold(data, fold.train, seed=protocol.seed, task=task.name, encoder=encoder, fold=fold.index,
-                        device=device, cache=cache)
+                        device=device, cache=cache, progress=progress)
     X_test, _, test_groups = _stack(data, fold.test)
     reducer.fit(train)
     Z_train, Z_test = reducer.transform(train.X), reducer.transform(X_test)
@@ -220,10 +220,11 @@ def fit_predict_fold(
 
 def _evaluate_fold(
     reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task, encoder: str,  # noqa: ANN001
-    *, device: str | None = None, cache=None,  # noqa: ANN001
+    *, device: str | None = None, cache=None, progress=None,  # noqa: ANN001
 ) -> dict[str, Any]:
     """Fit, predict and score one fold per gene (pooled and per test sample). Pure of the store."""
-    fp = fit_predict_fold(reducer, protocol, genes, data, fold, task, encoder, device=device, cache=cache)
+    fp = fit_predict_fold(reducer, protocol, genes, data, fold, task, encoder, device=device, cache=cache,
+                          progress=progress)
     Y_test, pred = fp.Y_test, fp.pred
     pcc, mse = metrics.pearson_per_gene(Y_test, pred), metrics.mse_per_gene(Y_test, pred)
     per_sample = {}
@@ -313,7 +314,7 @@ def _compute_run(run: dict, reducer: Reducer, protocol: Protocol, task: Task, da
             if fold.index not in done:
                 genes = _fold_genes(protocol, task, data(), fold.train)
                 out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
-                                     cache=_StoreSelections(store, task, fold.index))
+                                     cache=_StoreSelections(store, task, fold.index), progress=progress)
                 model = reducer.save(store.model_path(run_id, fold.index))
                 report = reducer.report()
                 if report:

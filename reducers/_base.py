@@ -50,6 +50,7 @@ class TrainFold:
     fold: int = 0
     device: str | None = None  # where trainable reducers run: None/"auto" = CUDA when present
     cache: SelectionCache | None = None
+    progress: Any = None  # a rich Progress for long fits (add a task, advance it, remove it), or None
 
 
 class Reducer(ABC):

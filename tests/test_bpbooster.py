@@ -314,3 +314,28 @@ def test_bench_ablate_stores_each_row_as_its_own_variant(root, gmt, tmp_path):
     # rerun: every row read back from the store
     again = CliRunner().invoke(cli, args + opts)
     assert again.exit_code == 0 and again.output.count("(cached)") == 5
+
+
+def test_training_shows_an_epoch_progress_bar_and_removes_it(root, tmp_path):
+    calls = []
+
+    class SpyProgress:
+        def add_task(self, description, total=None, **kw):
+            calls.append(("add", description, total))
+            return len(calls)
+
+        def advance(self, task, advance=1):
+            calls.append(("advance", task))
+
+        def remove_task(self, task):
+            calls.append(("remove", task))
+
+    task = open_task("tiny", root)
+    with Store(tmp_path / "s") as st:
+        run_task(task, "test-tiny-cnn", [ReducerChoice("bpbooster-random", FAST)], Protocol.from_options(), st,
+                 device="cpu", progress=SpyProgress())
+    epochs = [c for c in calls if c[0] == "add" and "training epochs" in c[1]]
+    assert len(epochs) == 3 and all(c[2] == FAST["epochs"] for c in epochs)  # one bar per fold
+    ids = [calls.index(c) + 1 for c in epochs]
+    for i in ids:
+        assert sum(c == ("advance", i) for c in calls) == FAST["epochs"] and ("remove", i) in calls

@@ -37,7 +37,8 @@ class SpyReducer(Reducer):
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_plugins():
-    encoders.register(tiny_encoder(), origin="tests")
+    if "test-tiny-cnn" not in encoders:
+        encoders.register(tiny_encoder(), origin="tests")
     if "test-spy" not in reducers:
         reducers.register(SpyReducer, origin="tests")
 

@@ -124,8 +124,16 @@ class _BPBooster(Reducer):
         model = BPBoosterModule(cfg, None if profiles is None else torch.from_numpy(profiles)).to(self.device_)
         Xt = torch.from_numpy((X - self.mean_) / self.std_).to(self.device_)
         Yt = torch.from_numpy(Y).to(self.device_)
-        hist = train_booster(model, Xt, Yt, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, recon_loss=o.recon_loss,
-                             reg_loss=o.reg_loss, seed=train.seed)
+        bar = None
+        if train.progress is not None:
+            bar = train.progress.add_task(f"{self.name} fold {train.fold}: training epochs", total=o.epochs)
+        try:
+            hist = train_booster(model, Xt, Yt, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                                 recon_loss=o.recon_loss, reg_loss=o.reg_loss, seed=train.seed,
+                                 on_epoch=None if bar is None else lambda _: train.progress.advance(bar))
+        finally:
+            if bar is not None:
+                train.progress.remove_task(bar)
         self.model_, self.history_ = model, hist
         gates = model.prototype_gates().detach().cpu().numpy()
         self.report_ = {
