@@ -231,9 +231,12 @@ def _evaluate_fold(
     for sid in fold.test:
         m = fp.test_groups == sid
         per_sample[sid] = (metrics.pearson_per_gene(Y_test[m], pred[m]), metrics.mse_per_gene(Y_test[m], pred[m]), int(m.sum()))
+    _, coords, _ = _stack(data, fold.test)
+    barcodes = [b for s in fold.test for b in data[s].counts.obs_names]
     return {
         "n_train": fp.n_train, "n_test": len(Y_test), "n_features": fp.n_features, "alpha": fp.alpha,
         "pcc": pcc, "mse": mse, "per_sample": per_sample, "seconds": fp.seconds,
+        "predictions": {"sample_id": fp.test_groups, "barcode": barcodes, "coords": coords, "y_true": Y_test, "y_pred": pred},
     }
 
 
@@ -325,6 +328,7 @@ def _compute_run(run: dict, reducer: Reducer, protocol: Protocol, task: Task, da
                     summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
                     train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
                     reducer_report=report or None, model_path=None if model is None else str(model),
+                    predictions=out["predictions"],
                 ))
             if progress is not None:
                 progress.advance(bar)

@@ -10,6 +10,8 @@ Tables (schema evolves by forward-only named migrations recorded in ``_stbench_m
 - ``gene_results``: per (fold, gene): PCC and MSE over the pooled test spots, with the columns needed
   to trace the number (task, encoder, reducer, options, alpha, seed, protocol fingerprint).
 - ``sample_gene_results``: per (fold, test sample, gene): PCC and MSE within one test sample.
+- ``spot_predictions``: per (fold, test spot, gene): coordinates, measured and predicted log1p expression.
+- ``gene_selections``: HVG/SVG selections per task fold, reused by trainable reducers.
 
 A fold's rows are written in one transaction; a run is marked complete only after its last fold.
 """
@@ -74,6 +76,15 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (task_fingerprint, fold, kind, key));
         """,
     ),
+    (
+        "m003_spot_predictions",
+        # measured and predicted log1p expression of every test spot and gene: spatial maps, re-scoring
+        """
+        CREATE TABLE spot_predictions (
+            run_id TEXT, fold INTEGER, sample_id TEXT, barcode TEXT, x DOUBLE, y DOUBLE, gene TEXT,
+            y_true FLOAT, y_pred FLOAT);
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -101,6 +112,7 @@ class FoldRecord:
     seconds: float
     reducer_report: dict[str, Any] | None = None
     model_path: str | None = None
+    predictions: dict[str, Any] | None = None  # sample_id, barcode (n,), coords (n, 2), y_true, y_pred (n, genes)
 
 
 class Catalog:
@@ -183,7 +195,7 @@ class Catalog:
         self.con.execute("BEGIN TRANSACTION")
         try:
             if force:
-                for table in ("fold_results", "gene_results", "sample_gene_results"):
+                for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
                     self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [run["run_id"]])  # noqa: S608
             self.con.execute("DELETE FROM runs WHERE run_id=?", [run["run_id"]])
             cols = list(run) + ["status", "started_at"]
@@ -232,10 +244,37 @@ class Catalog:
             self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
             if sample_rows:
                 self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
+            if rec.predictions is not None:
+                self._write_predictions(rid, rec)
             self.con.execute("COMMIT")
         except Exception:
             self.con.execute("ROLLBACK")
             raise
+
+    def _write_predictions(self, run_id: str, rec: FoldRecord) -> None:
+        """Long format through an Arrow table (one insert, not one statement per value)."""
+        import numpy as np
+        import pyarrow as pa
+
+        p = rec.predictions
+        n, g = np.asarray(p["y_pred"]).shape
+        coords = np.asarray(p["coords"], dtype=np.float64)
+        table = pa.table({
+            "run_id": pa.array([run_id] * (n * g)),
+            "fold": pa.array(np.full(n * g, rec.fold, dtype=np.int32)),
+            "sample_id": pa.array(np.repeat(np.asarray(p["sample_id"], dtype=str), g)),
+            "barcode": pa.array(np.repeat(np.asarray(p["barcode"], dtype=str), g)),
+            "x": pa.array(np.repeat(coords[:, 0], g)), "y": pa.array(np.repeat(coords[:, 1], g)),
+            "gene": pa.array(np.tile(np.asarray(list(rec.genes), dtype=str), n)),
+            "y_true": pa.array(np.asarray(p["y_true"], dtype=np.float32).ravel()),
+            "y_pred": pa.array(np.asarray(p["y_pred"], dtype=np.float32).ravel()),
+        })
+        self.con.execute("DELETE FROM spot_predictions WHERE run_id=? AND fold=?", [run_id, rec.fold])
+        self.con.register("_stbench_predictions", table)
+        try:
+            self.con.execute("INSERT INTO spot_predictions SELECT * FROM _stbench_predictions")
+        finally:
+            self.con.unregister("_stbench_predictions")
 
     def finish_run(self, run_id: str, *, error: str | None = None) -> None:
         self.con.execute(

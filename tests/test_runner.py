@@ -210,3 +210,21 @@ def test_unknown_names_and_bad_options_suggest_and_write_nothing(root, tmp_path,
     result = _cli(root, tmp_path / "store", *args)
     assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / "store").exists()
+
+
+def test_spot_predictions_are_stored_and_rescore_to_the_stored_pcc(root, tmp_path):
+    from stbench.metrics import pearson_per_gene
+
+    (res,) = _run(root, tmp_path / "s", reducers_=("pca",))
+    with Store(tmp_path / "s") as st:
+        preds = st.catalog.con.sql("SELECT * FROM spot_predictions WHERE run_id=?", params=[res.run_id]).pl()
+        genes = st.catalog.gene_table(run_ids=[res.run_id])
+    assert len(preds) == sum(f["n_test"] for f in res.folds) * 20
+    for f in res.folds:
+        fold = preds.filter(preds["fold"] == f["fold"]).sort(["sample_id", "barcode", "gene"])
+        names = sorted(set(fold["gene"]))
+        y_true = fold["y_true"].to_numpy().reshape(-1, len(names))
+        y_pred = fold["y_pred"].to_numpy().reshape(-1, len(names))
+        stored = genes.filter(genes["fold"] == f["fold"]).sort("gene")["pcc"].to_numpy()
+        np.testing.assert_allclose(pearson_per_gene(y_true, y_pred), stored, atol=1e-4)
+        assert fold["x"].null_count() == 0 and len(set(fold["barcode"])) == f["n_test"]
