@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from stbench.encoders import Encoder, LoadedEncoder
     from stbench.stores import Store
 
-__all__ = ["resolve_device", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings"]
+__all__ = ["resolve_device", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings",
+           "PipelineCache"]
 
 log = logging.getLogger("stbench")
 _AUTOCAST = {"fp16": "float16", "bf16": "bfloat16"}
@@ -233,6 +234,36 @@ def _cached(store: Store, task: Task, encoder: str, fingerprint: str, sample: Sa
     return row["path"]
 
 
+class PipelineCache:
+    """Keeps the last loaded encoder pipeline, so a grid running one encoder on several tasks loads its
+    weights once; asking for another encoder (or other settings) releases the previous one first, so at
+    most one encoder's weights are in memory."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._pipeline: Pipeline | None = None
+
+    def get(self, encoder: Encoder, *, weights: str | None, device: str, batch_size: int | None,
+            compile: bool) -> Pipeline:
+        key = (encoder.name, weights, device, batch_size, compile)
+        pipeline = self._pipeline
+        if pipeline is None or key != self._key:
+            self.release()
+            pipeline = prepare_pipeline(encoder.load(weights), device=device, batch_size=batch_size, compile=compile)
+            self._key, self._pipeline = key, pipeline
+        return pipeline
+
+    def release(self) -> None:
+        if self._pipeline is None:
+            return
+        on_gpu = self._pipeline.device.startswith("cuda")
+        self._key = self._pipeline = None
+        if on_gpu:
+            import torch
+
+            torch.cuda.empty_cache()
+
+
 def ensure_embeddings(
     task: Task,
     encoder: Encoder,
@@ -244,10 +275,12 @@ def ensure_embeddings(
     device: str | None = None,
     compile: bool = False,
     progress: Progress | None = None,
+    pipelines: PipelineCache | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Embeddings for every sample of the task, computed once and reused: ``(fingerprint, {sample: path})``.
 
-    The model is loaded only if some sample has no valid cached file.
+    The model is loaded only if some sample has no valid cached file (and, with ``pipelines``, only if that
+    cache does not hold it already).
     """
     fingerprint = encoder.fingerprint(weights)
     ids = sample_ids or sorted(task.samples)
@@ -262,11 +295,14 @@ def ensure_embeddings(
     if not todo:
         return fingerprint, paths
     dev = resolve_device(device)
-    loaded = encoder.load(weights)
+    if pipelines is None:
+        pipeline = prepare_pipeline(encoder.load(weights), device=dev, batch_size=batch_size, compile=compile)
+    else:
+        pipeline = pipelines.get(encoder, weights=weights, device=dev, batch_size=batch_size, compile=compile)
+    loaded = pipeline.loaded
     if loaded.fingerprint != fingerprint:
         log.warning("%s: weights fingerprint changed while loading (%s -> %s)", encoder.name, fingerprint, loaded.fingerprint)
         fingerprint = loaded.fingerprint
-    pipeline = prepare_pipeline(loaded, device=dev, batch_size=batch_size, compile=compile)
     for sid in todo:
         paths[sid] = extract_sample(pipeline, task.samples[sid], store, task=task.name, progress=progress)
     return fingerprint, paths

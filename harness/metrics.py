@@ -8,12 +8,13 @@ replaced by zero and never dropped without saying so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["pearson_per_gene", "mse_per_gene", "per_sample_pearson", "FoldSummary", "summarise_fold", "top_k_mean", "task_summary"]
+__all__ = ["pearson_per_gene", "mse_per_gene", "per_sample_pearson", "FoldSummary", "summarise_fold", "top_k_mean", "task_summary",
+           "per_sample_fold_score", "per_sample_task_summary"]
 
 TOP_K = (10, 50, 200)
 
@@ -92,3 +93,21 @@ def task_summary(fold_values: Sequence[float]) -> tuple[float, float]:
     if len(v) == 0:
         return float("nan"), float("nan")
     return float(v.mean()), float(v.std())
+
+
+def per_sample_fold_score(sample_pccs: Mapping[str, Sequence[float]]) -> float:
+    """A fold's per-sample PCC: each test sample's mean PCC over its genes with a defined PCC, then the
+    mean over the test samples that have one (NaN when none has)."""
+    means = []
+    for pccs in sample_pccs.values():
+        v = np.asarray(pccs, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if len(v):
+            means.append(v.mean())
+    return float(np.mean(means)) if means else float("nan")
+
+
+def per_sample_task_summary(fold_sample_pccs: Mapping[int, Mapping[str, Sequence[float]]]) -> tuple[float, float]:
+    """Per-sample PCC of a task: `per_sample_fold_score` of each fold, then mean and population std over
+    folds, as `task_summary` does for the pooled PCC."""
+    return task_summary([per_sample_fold_score(s) for _, s in sorted(fold_sample_pccs.items())])

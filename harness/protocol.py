@@ -28,6 +28,7 @@ class Protocol:
 
     genes: str = "task"  # "task": var_50genes.json; "train-hvg": top HVGs of each fold's training samples; "file"
     gene_list: tuple[str, ...] = ()  # the genes when genes == "file"
+    panel: str = ""  # a named panel the gene list came from (pam50), restricted to the genes the task has
     n_genes: int = 50  # how many HVGs under "train-hvg"
     expression: str = "log1p"  # log1p of raw counts, no total-count normalisation (HEST)
     solver: str = "lsqr"  # "lsqr" (HEST reference, early-stopping) or "exact" (closed form)
@@ -42,6 +43,7 @@ class Protocol:
         *,
         genes: str = "task",
         gene_list: tuple[str, ...] = (),
+        panel: str = "",
         solver: str | None = None,
         alpha: str | float | None = None,
         intercept: bool = False,
@@ -67,10 +69,16 @@ class Protocol:
             raise ProtocolError(f"--genes must be one of task, train-hvg or a gene file, not {genes!r}")
         if genes == "file" and not gene_list:
             raise ProtocolError("a gene file was given but it lists no genes")
-        return cls(genes=genes, gene_list=tuple(gene_list), solver=solver, alpha=alpha_s, intercept=intercept, seed=seed)
+        if panel and genes != "file":
+            raise ProtocolError(f"a gene panel ({panel}) needs genes='file', not {genes!r}")
+        return cls(genes=genes, gene_list=tuple(gene_list), panel=panel, solver=solver, alpha=alpha_s,
+                   intercept=intercept, seed=seed)
 
     def to_dict(self) -> dict:
-        return {"version": PROTOCOL_VERSION, **asdict(self), "gene_list": list(self.gene_list)}
+        d = {"version": PROTOCOL_VERSION, **asdict(self), "gene_list": list(self.gene_list)}
+        if not self.panel:  # absent unless used, so protocols from before panels keep their fingerprints
+            del d["panel"]
+        return d
 
     @property
     def fingerprint(self) -> str:
@@ -90,7 +98,7 @@ class Protocol:
     def describe(self) -> str:
         """One line for tables and logs."""
         genes = {"task": "task genes (var_50genes.json)", "train-hvg": f"top-{self.n_genes} train-fold HVGs"}.get(
-            self.genes, f"{len(self.gene_list)} genes from file"
+            self.genes, f"{len(self.gene_list)} {self.panel.upper()} genes" if self.panel else f"{len(self.gene_list)} genes from file"
         )
         alpha = {"hest": "alpha=100/(features*genes)", "cv": "alpha by grouped CV"}.get(self.alpha, f"alpha={self.alpha}")
         icpt = ", intercept" if self.intercept else ""

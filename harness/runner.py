@@ -1,9 +1,10 @@
-"""The runner: one task x one encoder x some reducers, under one protocol.
+"""The runner: one task x one encoder x some reducers, under one or more protocols.
 
 It only wires the pieces together: validate the task's files, make sure embeddings exist in the store,
-then for each reducer and fold: fit the reducer on the training fold, fit the ridge on the training
-fold, predict the test fold, score per gene, and write the fold's rows in one transaction.
-A run already complete in the store for the same identity is reused unless ``force``.
+then for each reducer and fold: fit the reducer on the training fold (once for every protocol with the same
+seed), fit each protocol's ridge on the training fold, predict the test fold, score per gene, and write the
+fold's rows in one transaction. A run already complete in the store for the same identity is reused unless
+``force``. Grids of tasks x encoders (`stbench.grid`) call `run_cells` once per (encoder, task).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,13 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from rich.progress import Progress
 
+    from stbench.encoders import Encoder
+    from stbench.extract import PipelineCache
     from stbench.reducers import Reducer
     from stbench.stores import Store
 
-__all__ = ["FoldPrediction", "ReducerChoice", "RunResult", "check_task", "fit_predict_fold", "run_id_for", "run_task"]
+__all__ = ["CellFailure", "FittedFold", "FoldPrediction", "ReducerChoice", "RunResult", "check_task", "eval_genes",
+           "fit_fold", "fit_predict_fold", "predict_fold", "prepare_reducers", "run_cells", "run_id_for", "run_task"]
 
 log = logging.getLogger("stbench")
 
@@ -61,10 +65,17 @@ class RunResult:
     protocol: Protocol
     folds: list[dict]  # fold_results rows
     cached: bool
+    sample_pcc: dict[int, dict[str, list[float]]] = field(default_factory=dict)  # fold -> test sample -> gene PCCs
 
     @property
     def pcc(self) -> tuple[float, float]:
+        """Pooled PCC (HEST): mean and population std over folds of each fold's mean over genes."""
         return metrics.task_summary([f["pcc_mean"] for f in self.folds])
+
+    @property
+    def pcc_per_sample(self) -> tuple[float, float]:
+        """Per-sample PCC: see `metrics.per_sample_task_summary`."""
+        return metrics.per_sample_task_summary(self.sample_pcc)
 
     @property
     def mse(self) -> float:
@@ -180,6 +191,19 @@ class _StoreSelections:
 
 
 @dataclass
+class FittedFold:
+    """A reducer fitted on one fold's training samples and the features it gives both parts of the fold;
+    nothing in it comes from the test samples' expression. One fit serves every ridge setting."""
+
+    reducer: Reducer
+    Z_train: np.ndarray
+    Z_test: np.ndarray
+    train_groups: np.ndarray
+    test_groups: np.ndarray
+    seconds: float
+
+
+@dataclass
 class FoldPrediction:
     """One fold fitted and predicted: the fitted reducer, the ridge's alpha, test truth and predictions."""
 
@@ -193,38 +217,63 @@ class FoldPrediction:
     seconds: float
 
 
+def fit_fold(
+    reducer: Reducer, data: dict[str, _SampleData], fold, task: Task, encoder: str, *, seed: int,  # noqa: ANN001
+    device: str | None = None, cache=None, progress=None,  # noqa: ANN001
+) -> FittedFold:
+    """Fit the reducer on the training samples of ``fold`` and transform both parts of it."""
+    start = time.perf_counter()
+    train = _train_fold(data, fold.train, seed=seed, task=task.name, encoder=encoder, fold=fold.index,
+                        device=device, cache=cache, progress=progress)
+    X_test, _, test_groups = _stack(data, fold.test)
+    reducer.fit(train)
+    Z_train, Z_test = reducer.transform(train.X), reducer.transform(X_test)
+    return FittedFold(reducer, Z_train, Z_test, np.asarray(train.sample_ids), np.asarray(test_groups),
+                      time.perf_counter() - start)
+
+
+def predict_fold(fitted: FittedFold, protocol: Protocol, genes: list[str], data: dict[str, _SampleData],
+                 fold) -> FoldPrediction:  # noqa: ANN001
+    """Fit the ridge of ``protocol`` on the fitted fold's training features and predict its test samples.
+    Reads only the training samples' expression: the test expression is used for ``Y_test`` alone."""
+    start = time.perf_counter()
+    Z_train, Z_test = fitted.Z_train, fitted.Z_test
+    Y_train = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.train])
+    alpha = protocol.alpha_for(Z_train.shape[1], len(genes))
+    if alpha is None:
+        alpha, _ = cv_alpha(Z_train, Y_train, fitted.train_groups, intercept=protocol.intercept)
+        if alpha in (CV_ALPHAS[0], CV_ALPHAS[-1]):
+            log.warning("fold %d: cross-validated alpha %.3g is at the edge of the grid %.0e..%.0e",
+                        fold.index, alpha, CV_ALPHAS[0], CV_ALPHAS[-1])
+    ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept)
+    Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
+    # a cell's time is what it would cost alone: the (shared) reducer fit plus its own ridge
+    return FoldPrediction(fitted.reducer, len(Z_train), Z_train.shape[1], float(alpha), Y_test, ridge.predict(Z_test),
+                          fitted.test_groups, fitted.seconds + time.perf_counter() - start)
+
+
 def fit_predict_fold(
     reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task,  # noqa: ANN001
     encoder: str, *, device: str | None = None, cache=None, progress=None,  # noqa: ANN001
 ) -> FoldPrediction:
     """Fit the reducer and the ridge on the training samples of ``fold``, predict its test samples.
     Reads only the training samples' expression: the test expression is used for ``Y_test`` alone."""
-    start = time.perf_counter()
-    train = _train_fold(data, fold.train, seed=protocol.seed, task=task.name, encoder=encoder, fold=fold.index,
-                        device=device, cache=cache, progress=progress)
-    X_test, _, test_groups = _stack(data, fold.test)
-    reducer.fit(train)
-    Z_train, Z_test = reducer.transform(train.X), reducer.transform(X_test)
-    Y_train = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.train])
-    alpha = protocol.alpha_for(Z_train.shape[1], len(genes))
-    if alpha is None:
-        alpha, _ = cv_alpha(Z_train, Y_train, train.sample_ids, intercept=protocol.intercept)
-        if alpha in (CV_ALPHAS[0], CV_ALPHAS[-1]):
-            log.warning("fold %d: cross-validated alpha %.3g is at the edge of the grid %.0e..%.0e",
-                        fold.index, alpha, CV_ALPHAS[0], CV_ALPHAS[-1])
-    ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept)
-    Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
-    return FoldPrediction(reducer, len(Z_train), Z_train.shape[1], float(alpha), Y_test, ridge.predict(Z_test),
-                          np.asarray(test_groups), time.perf_counter() - start)
+    fitted = fit_fold(reducer, data, fold, task, encoder, seed=protocol.seed, device=device, cache=cache,
+                      progress=progress)
+    return predict_fold(fitted, protocol, genes, data, fold)
 
 
 def _evaluate_fold(
     reducer: Reducer, protocol: Protocol, genes: list[str], data: dict[str, _SampleData], fold, task: Task, encoder: str,  # noqa: ANN001
-    *, device: str | None = None, cache=None, progress=None,  # noqa: ANN001
+    *, device: str | None = None, cache=None, progress=None, fitted: FittedFold | None = None,  # noqa: ANN001
 ) -> dict[str, Any]:
-    """Fit, predict and score one fold per gene (pooled and per test sample). Pure of the store."""
-    fp = fit_predict_fold(reducer, protocol, genes, data, fold, task, encoder, device=device, cache=cache,
-                          progress=progress)
+    """Fit (unless ``fitted`` is given), predict and score one fold per gene (pooled and per test sample).
+    Pure of the store."""
+    if fitted is None:
+        fp = fit_predict_fold(reducer, protocol, genes, data, fold, task, encoder, device=device, cache=cache,
+                              progress=progress)
+    else:
+        fp = predict_fold(fitted, protocol, genes, data, fold)
     Y_test, pred = fp.Y_test, fp.pred
     pcc, mse = metrics.pearson_per_gene(Y_test, pred), metrics.mse_per_gene(Y_test, pred)
     per_sample = {}
@@ -238,6 +287,27 @@ def _evaluate_fold(
         "pcc": pcc, "mse": mse, "per_sample": per_sample, "seconds": fp.seconds,
         "predictions": {"sample_id": fp.test_groups, "barcode": barcodes, "coords": coords, "y_true": Y_test, "y_pred": pred},
     }
+
+
+def error_message(exc: BaseException) -> str:
+    """How a failure is stored in ``runs.error`` and shown in a grid's summary."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def prepare_reducers(task: Task, encoder: str, choices: Sequence[ReducerChoice]) -> list[Reducer]:
+    """Reducer instances with their options checked and their task/encoder defaults settled (paper defaults,
+    gene-set files): everything that can be wrong with a choice fails here, before any work."""
+    from stbench.reducers import create_reducer
+
+    reducers = [create_reducer(c.name, **c.options) for c in choices]
+    for r in reducers:
+        r.resolve(task=task.name, encoder=encoder)
+    return reducers
+
+
+def eval_genes(task: Task, protocol: Protocol) -> Sequence[str]:
+    """The genes a protocol evaluates that must exist in every sample (none to check for train-hvg)."""
+    return task.genes if protocol.genes == "task" else protocol.gene_list
 
 
 def run_task(
@@ -257,19 +327,90 @@ def run_task(
     """Run every reducer on every fold of ``task`` with one encoder; returns one result per reducer.
 
     Reads: the task folder; embeddings in the store. Writes: embedding files and the ``embeddings``,
-    ``runs``, ``fold_results``, ``gene_results`` and ``sample_gene_results`` tables.
+    ``runs``, ``fold_results``, ``gene_results`` and ``sample_gene_results`` tables. The first failure is
+    raised, its run row marked failed.
     """
     from stbench.encoders import get_encoder
-    from stbench.extract import ensure_embeddings
-    from stbench.reducers import create_reducer
 
     encoder = get_encoder(encoder_name)
-    reducers = [create_reducer(c.name, **c.options) for c in reducer_choices]  # option errors before any work
-    for r in reducers:  # paper defaults per task/encoder, gene-set files: settled before identity and extraction
-        r.resolve(task=task.name, encoder=encoder.name)
-    check_task(task, task.genes if protocol.genes == "task" else protocol.gene_list)
-    fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
-                                          device=device, compile=compile, progress=progress)
+    reducers = prepare_reducers(task, encoder.name, reducer_choices)
+    check_task(task, eval_genes(task, protocol))
+    out = run_cells(task, encoder, reducers, [protocol], store, weights=weights, batch_size=batch_size, device=device,
+                    compile=compile, force=force, progress=progress, keep_going=False)
+    return [r for r in out if isinstance(r, RunResult)]
+
+
+@dataclass
+class CellFailure:
+    """One (task, encoder, reducer, protocol) that failed; its run row, when it has one, says the same."""
+
+    task: str
+    encoder: str
+    reducer: str
+    reducer_options: str
+    protocol: Protocol
+    run_id: str | None  # None when it failed before a run id existed (extraction)
+    error: Exception
+
+    @property
+    def message(self) -> str:
+        return error_message(self.error)
+
+
+def _run_row(task: Task, encoder: str, fingerprint: str, reducer: Reducer, protocol: Protocol, run_id: str) -> dict:
+    return {
+        "run_id": run_id, "task": task.name, "task_fingerprint": task.fingerprint, "synthetic": task.synthetic,
+        "encoder": encoder, "weights_fingerprint": fingerprint, "reducer": reducer.name,
+        "reducer_options": reducer.options_key(), "protocol": json.dumps(protocol.to_dict(), sort_keys=True),
+        "protocol_fingerprint": protocol.fingerprint, "seed": protocol.seed, "solver": protocol.solver,
+        "alpha_rule": protocol.alpha, "gene_rule": protocol.genes, "n_folds": len(task.folds),
+        "stbench_version": stbench.__version__,
+    }
+
+
+def run_cells(
+    task: Task,
+    encoder: Encoder,
+    reducers: Sequence[Reducer],
+    protocols: Sequence[Protocol],
+    store: Store,
+    *,
+    weights: str | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    compile: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+    pipelines: PipelineCache | None = None,
+    keep_going: bool = True,
+    on_start: Callable[[Reducer], None] | None = None,
+    on_cell: Callable[[RunResult | CellFailure], None] | None = None,
+) -> list[RunResult | CellFailure]:
+    """Every reducer under every protocol on ``task`` with one encoder (checked reducers: `prepare_reducers`;
+    the task: `check_task`), in reducer-major order, sharing what does not depend on the cell: embeddings are
+    ensured once, counts and embeddings read once, and each reducer is fitted once per fold and seed for all
+    protocols (ridge settings, evaluation genes) with that seed.
+
+    A cell complete in the store is read back unless ``force``. With ``keep_going`` a failing cell comes back
+    as a `CellFailure` (its run row marked failed) and the others go on; otherwise the first failure is
+    raised. ``on_start(reducer)`` is called before a reducer's cells, ``on_cell(outcome)`` after each cell.
+    """
+    from stbench.extract import ensure_embeddings
+
+    def report(outcome: RunResult | CellFailure) -> RunResult | CellFailure:
+        if on_cell is not None:
+            on_cell(outcome)
+        return outcome
+
+    try:
+        fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
+                                              device=device, compile=compile, progress=progress, pipelines=pipelines)
+    except Exception as exc:
+        if not keep_going:
+            raise
+        log.debug("%s/%s: extraction failed", task.name, encoder.name, exc_info=True)
+        return [report(CellFailure(task.name, encoder.name, r.name, r.options_key(), p, None, exc))
+                for r in reducers for p in protocols]
 
     loaded: dict[str, _SampleData] = {}
 
@@ -278,64 +419,89 @@ def run_task(
             loaded.update(_load_samples(task, paths))
         return loaded
 
-    results = []
+    out: list[RunResult | CellFailure] = []
     for reducer in reducers:
-        run_id = run_id_for(task, encoder.name, fingerprint, reducer, protocol)
-        cached = store.catalog.run_status(run_id) == "complete" and not force
-        if not cached:
-            run = {
-                "run_id": run_id, "task": task.name, "task_fingerprint": task.fingerprint, "synthetic": task.synthetic,
-                "encoder": encoder.name, "weights_fingerprint": fingerprint, "reducer": reducer.name,
-                "reducer_options": reducer.options_key(), "protocol": json.dumps(protocol.to_dict(), sort_keys=True),
-                "protocol_fingerprint": protocol.fingerprint, "seed": protocol.seed, "solver": protocol.solver,
-                "alpha_rule": protocol.alpha, "gene_rule": protocol.genes, "n_folds": len(task.folds),
-                "stbench_version": stbench.__version__,
-            }
-            _compute_run(run, reducer, protocol, task, data, store, force=force, progress=progress, device=device)
-        folds = store.catalog.fold_table(run_id).to_dicts()
-        results.append(RunResult(run_id, task.name, task.synthetic, encoder.name, fingerprint, reducer.name,
-                                 reducer.options_key(), protocol, folds, cached))
-    return results
+        if on_start is not None:
+            on_start(reducer)
+        cells = [(p, run_id_for(task, encoder.name, fingerprint, reducer, p)) for p in protocols]
+        todo = {rid: p for p, rid in cells if force or store.catalog.run_status(rid) != "complete"}
+        errors: dict[str, Exception] = {}
+        for seed in dict.fromkeys(p.seed for p in todo.values()):
+            group = [(_run_row(task, encoder.name, fingerprint, reducer, p, rid), p) for rid, p in todo.items() if p.seed == seed]
+            errors.update(_compute_runs(group, reducer, task, data, store, seed=seed, force=force, progress=progress,
+                                        device=device))
+            if errors and not keep_going:
+                raise next(iter(errors.values()))
+        for p, rid in cells:
+            if rid in errors:
+                out.append(report(CellFailure(task.name, encoder.name, reducer.name, reducer.options_key(), p, rid,
+                                              errors[rid])))
+                continue
+            folds = store.catalog.fold_table(rid).to_dicts()
+            out.append(report(RunResult(rid, task.name, task.synthetic, encoder.name, fingerprint, reducer.name,
+                                        reducer.options_key(), p, folds, rid not in todo, store.catalog.sample_pccs(rid))))
+    return out
 
 
-def _compute_run(run: dict, reducer: Reducer, protocol: Protocol, task: Task, data, store: Store, *,  # noqa: ANN001
-                 force: bool, progress: Progress | None, device: str | None = None) -> None:
-    """Compute the folds of one result set that the store lacks; each fold is committed on its own, so a
-    run killed mid-way resumes at the first missing fold."""
+def _compute_runs(runs: Sequence[tuple[dict, Protocol]], reducer: Reducer, task: Task, data, store: Store, *,  # noqa: ANN001
+                  seed: int, force: bool, progress: Progress | None, device: str | None = None) -> dict[str, Exception]:
+    """Compute the folds the store lacks of result sets that share one reducer fit per fold (same reducer,
+    options and seed; they differ in the ridge or the evaluation genes). Each fold of each run is committed
+    on its own, so a run killed mid-way resumes at its first missing fold. Returns the runs that failed,
+    with their error (their rows are marked failed); a failed fit fails every run that needed it."""
     from stbench.stores.catalog import FoldRecord
 
-    run_id = run["run_id"]
-    status = store.catalog.run_status(run_id)
-    done = set() if force or status is None else store.catalog.folds_done(run_id)
-    if status is None or force:
-        store.catalog.start_run(run, force=force)
-    elif done:
-        log.info("%s/%s/%s: resuming, folds %s already stored", task.name, run["encoder"], reducer.name, sorted(done))
+    done: dict[str, set[int]] = {}
+    for run, _ in runs:
+        run_id = run["run_id"]
+        status = store.catalog.run_status(run_id)
+        done[run_id] = set() if force or status is None else store.catalog.folds_done(run_id)
+        if status is None or force:
+            store.catalog.start_run(run, force=force)
+        elif done[run_id]:
+            log.info("%s/%s/%s: resuming, folds %s already stored", task.name, run["encoder"], reducer.name,
+                     sorted(done[run_id]))
+    errors: dict[str, Exception] = {}
     bar = progress.add_task(f"{reducer.name} folds", total=len(task.folds)) if progress else None
     try:
         for fold in task.folds:
-            if fold.index not in done:
-                genes = _fold_genes(protocol, task, data(), fold.train)
-                out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
-                                     cache=_StoreSelections(store, task, fold.index), progress=progress)
-                model = reducer.save(store.model_path(run_id, fold.index))
-                report = reducer.report()
-                if report:
-                    log.info("%s %s fold %d: %s", task.name, reducer.name, fold.index, reducer.describe_report())
-                store.catalog.write_fold(run, FoldRecord(
-                    fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
-                    alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
-                    summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
-                    train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
-                    reducer_report=report or None, model_path=None if model is None else str(model),
-                    predictions=out["predictions"],
-                ))
+            pending = [(run, p) for run, p in runs if run["run_id"] not in errors and fold.index not in done[run["run_id"]]]
+            cache = _StoreSelections(store, task, fold.index)
+            fitted, report = None, {}
+            if pending:
+                try:
+                    fitted = fit_fold(reducer, data(), fold, task, pending[0][0]["encoder"], seed=seed, device=device,
+                                      cache=cache, progress=progress)
+                    report = reducer.report()
+                    if report:
+                        log.info("%s %s fold %d: %s", task.name, reducer.name, fold.index, reducer.describe_report())
+                except Exception as exc:  # noqa: BLE001 - recorded on every run that needed this fit
+                    log.debug("%s %s fold %d: fit failed", task.name, reducer.name, fold.index, exc_info=True)
+                    errors.update({run["run_id"]: exc for run, _ in pending})
+            for run, protocol in pending if fitted is not None else ():
+                run_id = run["run_id"]
+                try:
+                    genes = _fold_genes(protocol, task, data(), fold.train)
+                    out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
+                                         cache=cache, progress=progress, fitted=fitted)
+                    model = reducer.save(store.model_path(run_id, fold.index))
+                    store.catalog.write_fold(run, FoldRecord(
+                        fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
+                        alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
+                        summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
+                        train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
+                        reducer_report=report or None, model_path=None if model is None else str(model),
+                        predictions=out["predictions"],
+                    ))
+                except Exception as exc:  # noqa: BLE001 - recorded on this run; the others go on
+                    log.debug("%s %s fold %d: failed", task.name, run_id, fold.index, exc_info=True)
+                    errors[run_id] = exc
             if progress is not None:
                 progress.advance(bar)
-    except Exception as exc:
-        store.catalog.finish_run(run_id, error=f"{type(exc).__name__}: {exc}")
-        raise
     finally:
         if progress is not None:
             progress.remove_task(bar)
-    store.catalog.finish_run(run_id)
+    for run, _ in runs:
+        exc = errors.get(run["run_id"])
+        store.catalog.finish_run(run["run_id"], error=None if exc is None else error_message(exc))
+    return errors

@@ -349,6 +349,15 @@ class Catalog:
     def fold_table(self, run_id: str) -> pl.DataFrame:
         return self._frame("SELECT * FROM fold_results WHERE run_id=? ORDER BY fold", [run_id])
 
+    def sample_pccs(self, run_id: str) -> dict[int, dict[str, list[float]]]:
+        """Per-gene PCC within each test sample: ``{fold: {sample_id: [pcc, ...]}}`` (genes in name order)."""
+        rows = self.con.execute("SELECT fold, sample_id, pcc FROM sample_gene_results WHERE run_id=? "
+                                "ORDER BY fold, sample_id, gene", [run_id]).fetchall()
+        out: dict[int, dict[str, list[float]]] = {}
+        for fold, sid, pcc in rows:
+            out.setdefault(fold, {}).setdefault(sid, []).append(float("nan") if pcc is None else pcc)
+        return out
+
     def gene_table(self, *, run_ids: Sequence[str] | None = None) -> pl.DataFrame:
         if run_ids is None:
             return self._frame("SELECT * FROM gene_results ORDER BY run_id, fold, gene")

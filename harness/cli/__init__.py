@@ -60,7 +60,7 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from stbench.cli import booster, data, listing, run
+    from stbench.cli import booster, data, leaderboard, listing, run
 
     cli.add_command(run.run)
     cli.add_command(run.results)
@@ -68,6 +68,7 @@ def _register_commands() -> None:
     cli.add_command(data.data_group)
     cli.add_command(booster.explain)
     cli.add_command(booster.ablate)
+    cli.add_command(leaderboard.leaderboard_group)
 
 
 _register_commands()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -47,28 +47,30 @@ def _read_reducer_config(path: str | None) -> dict[str, dict[str, object]]:
     return out
 
 
-def _reducer_choices(names: list[str], opts: tuple[str, ...], *, config: str | None = None,  # noqa: ANN202
+def _reducer_choices(names: Sequence[str | tuple[str, dict]], opts: tuple[str, ...], *, config: str | None = None,  # noqa: ANN202
                      gene_sets: str | None = None):
-    """Options for each chosen reducer: the config file's table, then ``--gene-sets``, then
-    ``--reducer-opt [REDUCER.]KEY=VALUE`` (a bare key goes to every chosen reducer that has that option)."""
+    """Options for each chosen reducer: its ``--reducer-config`` table, then the options it came with (a grid
+    file's ``{ name = "pca", n_components = 64 }``), then ``--gene-sets``, then ``--reducer-opt
+    [REDUCER.]KEY=VALUE`` (a bare key goes to every chosen reducer that has that option). Identical choices
+    are kept once."""
     import dataclasses
 
     from stbench.errors import StbenchError
     from stbench.reducers import reducers
     from stbench.runner import ReducerChoice
 
-    canonical = [reducers.resolve(n) for n in names]
+    entries = [(n, {}) if isinstance(n, str) else n for n in names]
+    canonical = [reducers.resolve(n) for n, _ in entries]
+    listed = ", ".join(dict.fromkeys(canonical))
     fields = {n: {f.name for f in dataclasses.fields(reducers.get(n).Options)} for n in canonical}
-    per: dict[str, dict[str, object]] = {n: {} for n in canonical}
-    for name, table in _read_reducer_config(config).items():
-        if name in per:
-            per[name].update(table)
+    table = _read_reducer_config(config)
+    per: list[dict[str, object]] = [{**table.get(n, {}), **own} for n, (_, own) in zip(canonical, entries)]
     if gene_sets:
-        takers = [n for n in canonical if "gene_sets" in fields[n]]
+        takers = [i for i, n in enumerate(canonical) if "gene_sets" in fields[n]]
         if not takers:
-            raise StbenchError(f"--gene-sets applies to gene-program reducers (bpbooster-gp); none among {', '.join(canonical)}")
-        for n in takers:
-            per[n]["gene_sets"] = gene_sets
+            raise StbenchError(f"--gene-sets applies to gene-program reducers (bpbooster-gp); none among {listed}")
+        for i in takers:
+            per[i]["gene_sets"] = gene_sets
     for item in opts:
         key, sep, value = item.partition("=")
         if not sep:
@@ -76,31 +78,59 @@ def _reducer_choices(names: list[str], opts: tuple[str, ...], *, config: str | N
         target, dot, bare = key.partition(".")
         if dot and target in reducers:
             name = reducers.resolve(target)
-            if name not in per:
-                raise StbenchError(f"--reducer-opt {item!r}: reducer {name} is not among --reducer {','.join(canonical)}")
-            per[name][bare] = value
+            if name not in canonical:
+                raise StbenchError(f"--reducer-opt {item!r}: reducer {name} is not among --reducer {listed.replace(', ', ',')}")
+            for i in (i for i, n in enumerate(canonical) if n == name):
+                per[i][bare] = value
             continue
-        takers = [n for n in canonical if key in fields[n]]
+        takers = [i for i, n in enumerate(canonical) if key in fields[n]]
         if not takers:
-            raise StbenchError(f"--reducer-opt {item!r}: none of the reducers {', '.join(canonical)} has an option {key!r}")
-        for n in takers:
-            per[n][key] = value
-    return [ReducerChoice(n, per[n]) for n in canonical]
+            raise StbenchError(f"--reducer-opt {item!r}: none of the reducers {listed} has an option {key!r}")
+        for i in takers:
+            per[i][key] = value
+    unique = {json.dumps([n, o], sort_keys=True, default=str): ReducerChoice(n, o) for n, o in zip(canonical, per)}
+    return list(unique.values())
 
 
-def _protocol(genes: str, solver: str | None, alpha: str | None, intercept: bool, seed: int):  # noqa: ANN202
-    from stbench.expression import read_gene_file
-    from stbench.protocol import Protocol
+def _pick_reducers(cli: list[str], from_file: Sequence[tuple[str, dict]] | None) -> list[str | tuple[str, dict]]:
+    """``--reducer`` names pick the grid file's variants of those reducers (with their options), or add
+    reducers with default options; without ``--reducer``, the file's list, else identity and pca. ``all``:
+    every registered reducer."""
+    from stbench.grid import ALL
+    from stbench.reducers import reducers
 
-    if genes in ("task", "train-hvg"):
-        return Protocol.from_options(genes=genes, solver=solver, alpha=alpha, intercept=intercept, seed=seed)
-    path = Path(genes)
-    if not path.exists():
-        from stbench.errors import ProtocolError
+    def expand(entries: Sequence[tuple[str, dict]]) -> list[tuple[str, dict]]:
+        return [e for n, o in entries for e in ([(r, {}) for r in reducers.names()] if n.lower() == ALL else [(n, o)])]
 
-        raise ProtocolError(f"--genes must be 'task', 'train-hvg' or an existing gene file; {genes!r} is none of these")
-    return Protocol.from_options(genes="file", gene_list=tuple(read_gene_file(path)), solver=solver, alpha=alpha,
-                                 intercept=intercept, seed=seed)
+    file_entries = expand(from_file or [])
+    if not cli:
+        return list(file_entries or [("identity", {}), ("pca", {})])
+    picked: list[str | tuple[str, dict]] = []
+    for name, _ in expand([(n, {}) for n in cli]):
+        canonical = reducers.resolve(name)
+        picked.extend([e for e in file_entries if reducers.resolve(e[0]) == canonical] or [name])
+    return picked
+
+
+def _seeds(value: str) -> list[int]:
+    from stbench.errors import ProtocolError
+
+    try:
+        return [int(s) for s in _split_names((str(value),))]
+    except ValueError:
+        raise ProtocolError(f"--seed {value!r}: expected an integer, or several comma-separated") from None
+
+
+def _protocol(genes: str, solver: str | None, alpha: str | None, intercept: bool, seed: int | str):  # noqa: ANN202
+    """One protocol from single option values (bench ablate)."""
+    from stbench.errors import ProtocolError
+    from stbench.grid import protocol_variants
+
+    seeds = _seeds(str(seed))
+    if len(seeds) != 1:
+        raise ProtocolError(f"--seed {seed!r}: this command takes one seed")
+    (protocol,) = protocol_variants([alpha or "hest"], [genes], seeds, solver=solver, intercept=intercept)
+    return protocol
 
 
 def _variant(r) -> str:  # noqa: ANN001
@@ -128,38 +158,99 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "nan" if x is None or x != x else f"{x:.{digits}f}"
 
 
-def print_results(results, *, title: str = "Results") -> None:  # noqa: ANN001
-    """The rich table of `bench run`: one row per (task, encoder, reducer), then per-fold PCC and the protocol."""
+def _reducer_text(r) -> str:  # noqa: ANN001 - a RunResult or a CellFailure
+    return r.reducer + (f" {label}" if (label := _variant(r)) else "")
+
+
+def _pcc_text(r, pcc: str) -> list[str]:  # noqa: ANN001
+    """The PCC cells of a row: pooled, per-sample, or both."""
+    kinds = ("pooled", "per-sample") if pcc == "both" else (pcc,)
+    return [f"{_fmt(m)} ± {_fmt(s)}" for m, s in (r.pcc if k == "pooled" else r.pcc_per_sample for k in kinds)]
+
+
+def print_results(results, *, title: str = "Results", pcc: str = "pooled") -> None:  # noqa: ANN001
+    """The rich table of `bench run`: one row per result set (task, encoder, reducer, and the protocol when
+    there are several), then per-fold PCC and the protocols. ``results``: RunResults (bench ablate: cached
+    rows marked in the reducer column) or a grid's CellOutcomes (a status column: ok, cached, FAILED)."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    synthetic = any(r.synthetic for r in results)
+    from stbench.grid import CellOutcome, protocol_label
+    from stbench.metrics import per_sample_fold_score
+
+    grid = any(isinstance(o, CellOutcome) for o in results)
+    rows = [(o.result, o.status, o.error, o.cell.protocol) if isinstance(o, CellOutcome) else (o, None, None, o.protocol)
+            for o in results]
+    variants = list({p.fingerprint: p for *_, p in rows}.values())
+    labels = {p.fingerprint: protocol_label(p, variants) for p in variants}
+    done = [(r, labels[p.fingerprint]) for r, status, _, p in rows if status != "failed"]
+    synthetic = any(r.synthetic for r, _ in done)
     table = Table(title=title + (" [bold yellow](SYNTHETIC data)[/]" if synthetic else ""), title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for col, kw in (("task", {}), ("encoder", {"no_wrap": True}), ("reducer", {}), ("folds", {"justify": "right"}),
-                    ("PCC mean ± std", {"justify": "right", "no_wrap": True}), ("MSE", {"justify": "right"}),
-                    ("NaN", {"justify": "right"})):
+    pcc_cols = {"pooled": ["PCC mean ± std"], "per-sample": ["per-sample PCC mean ± std"],
+                "both": ["PCC pooled", "PCC per-sample"]}[pcc]
+    columns = [("task", {}), ("encoder", {"no_wrap": True}), ("reducer", {})]
+    columns += [("protocol", {})] if len(variants) > 1 else []
+    columns += [("folds", {"justify": "right"})] + [(c, {"justify": "right", "no_wrap": True}) for c in pcc_cols]
+    columns += [("MSE", {"justify": "right"}), ("NaN", {"justify": "right"})] + ([("status", {"max_width": 70})] if grid else [])
+    for col, kw in columns:
         table.add_column(col, **kw)
-    for r in results:
-        mean, std = r.pcc
-        reducer = r.reducer + (f" {label}" if (label := _variant(r)) else "")
-        table.add_row(
-            escape(r.task), escape(r.encoder), escape(reducer) + (" [dim](cached)[/]" if r.cached else ""),
-            str(len(r.folds)), f"{_fmt(mean)} ± {_fmt(std)}", _fmt(r.mse, 3), str(r.n_nan),
-        )
+    for r, status, error, p in rows:
+        cells = [escape(r.task), escape(r.encoder), escape(_reducer_text(r))]
+        if status is None and r.cached:
+            cells[-1] += " [dim](cached)[/]"
+        cells += [escape(labels[p.fingerprint])] if len(variants) > 1 else []
+        if status == "failed":
+            cells += ["-"] * (1 + len(pcc_cols) + 2) + [f"[bold red]FAILED[/]: {escape(error or '')}"]
+        else:
+            cells += [str(len(r.folds)), *_pcc_text(r, pcc), _fmt(r.mse, 3), str(r.n_nan)]
+            cells += [{"ok": "ok", "cached": "[dim]cached[/]"}[status]] if grid else []
+        table.add_row(*cells)
     out = console()
-    out.print(table)
-    if results:
-        out.print(f"[dim]protocol: {escape(results[0].protocol.describe())} · fingerprint {results[0].protocol.fingerprint}[/]")
-        for r in results:
-            per_fold = ", ".join(f"fold {f['fold']}: {_fmt(f['pcc_mean'])} (n_test={f['n_test']}, alpha={f['alpha']:.3g})" for f in r.folds)
-            out.print(f"[dim]{escape(r.reducer)}: {per_fold}[/]")
-            for f in r.folds:
-                if f.get("reducer_report"):
-                    out.print(f"[dim]  fold {f['fold']}: {escape(_describe_report(r.reducer, f['reducer_report']))}[/]")
+    if out.is_terminal:
+        out.print(table)
+    else:  # a log or a pipe: the whole table, not squeezed into 80 columns
+        from rich.measure import Measurement
+
+        width = out.width
+        out.width = max(width, Measurement.get(out, out.options.update(max_width=240), table).maximum)
+        try:
+            out.print(table)
+        finally:
+            out.width = width
+    for fp, p in {r.protocol.fingerprint: r.protocol for r, _ in done}.items():
+        label = protocol_label(p, variants) if len(variants) > 1 else ""
+        out.print(f"[dim]protocol{' ' + escape(label) if label else ''}: {escape(p.describe())} · fingerprint {fp}[/]")
+    several = len({(r.task, r.encoder) for r, _ in done}) > 1
+    for r, label in done:
+        name = " · ".join([*([r.task, r.encoder] if several else []), _reducer_text(r)]) + (f" [{label}]" if label else "")
+        per_sample = {f: per_sample_fold_score(s) for f, s in r.sample_pcc.items()} if pcc != "pooled" else {}
+        per_fold = ", ".join(
+            f"fold {f['fold']}: {_fmt(f['pcc_mean'])} ("
+            + (f"per-sample {_fmt(per_sample.get(f['fold']))}, " if per_sample else "")
+            + f"n_test={f['n_test']}, alpha={f['alpha']:.3g})" for f in r.folds)
+        out.print(f"[dim]{escape(name)}: {per_fold}[/]")
+        for f in r.folds:
+            if f.get("reducer_report"):
+                out.print(f"[dim]  fold {f['fold']}: {escape(_describe_report(r.reducer, f['reducer_report']))}[/]")
     if synthetic:
         out.print(f"[bold yellow]{SYNTHETIC_NOTE}[/]")
+
+
+def _cell_line(o, protocols) -> str:  # noqa: ANN001 - a CellOutcome, the grid's protocol variants
+    """One line per finished cell while a grid runs."""
+    from rich.markup import escape
+
+    from stbench.grid import protocol_label
+
+    c, r = o.cell, o.result
+    label = protocol_label(c.protocol, protocols)
+    what = escape(" · ".join([c.encoder, c.task, _reducer_text(r)] + ([label] if label else [])))
+    if o.status == "failed":
+        return f"[bold red]FAILED[/] {what}: {escape(o.error or '')}"
+    mean, std = r.pcc
+    return f"{'[dim]cached[/]' if o.status == 'cached' else '[green]ok[/]    '} {what}  PCC {_fmt(mean)} ± {_fmt(std)}"
 
 
 def _options(*decorators: Callable) -> Callable:
@@ -170,19 +261,29 @@ def _options(*decorators: Callable) -> Callable:
     return apply
 
 
-protocol_options = _options(
-    click.option("--genes", default="task", show_default=True, metavar="task|train-hvg|FILE",
-                 help="Evaluation genes: the task's var_50genes.json (HEST), the top-50 HVGs of each fold's training "
-                      "samples (no test-fold leakage), or a gene file (JSON or one per line)."),
-    click.option("--solver", type=click.Choice(["lsqr", "exact"]), default=None,
-                 help="Ridge solver: lsqr = scikit-learn's, as the HEST reference (default); exact = closed form in "
-                      "torch (default with --alpha cv)."),
-    click.option("--alpha", default=None, metavar="hest|cv|FLOAT",
-                 help="Ridge penalty: hest = 100/(n_features*n_genes) (default); cv = chosen by cross-validation "
-                      "inside the training fold, grouped by sample; or a number."),
-    click.option("--intercept/--no-intercept", default=False, show_default=True, help="Fit a ridge intercept (HEST: no)."),
-    click.option("--seed", default=1, show_default=True, help="Seed for PCA and any stochastic reducer (HEST: 1)."),
-)
+def _protocol_options(*, grid: bool) -> Callable:
+    """The protocol's options; in a grid (`bench run`) alpha, genes and seed take several values."""
+    many = " Several, comma-separated: one result set each." if grid else ""
+    return _options(
+        click.option("--genes", "--eval-genes", "genes", default="task", show_default=True,
+                     metavar="task|train-hvg|pam50|FILE",
+                     help="Evaluation genes: the task's var_50genes.json (HEST); the top-50 HVGs of each fold's training "
+                          "samples (no test-fold leakage); or a panel, pam50 (built in) or a gene file (JSON or one per "
+                          "line), of which the genes measured in every sample are evaluated (the others are listed)."
+                          + many),
+        click.option("--solver", type=click.Choice(["lsqr", "exact"]), default=None,
+                     help="Ridge solver: lsqr = scikit-learn's, as the HEST reference (default); exact = closed form in "
+                          "torch (default with --alpha cv)."),
+        click.option("--alpha", default=None, metavar="hest|cv|FLOAT",
+                     help="Ridge penalty: hest = 100/(n_features*n_genes) (default); cv = chosen by cross-validation "
+                          "inside the training fold, grouped by sample; or a number." + many),
+        click.option("--intercept/--no-intercept", default=False, show_default=True, help="Fit a ridge intercept (HEST: no)."),
+        click.option("--seed", default="1" if grid else 1, show_default=True, metavar="INT",
+                     help="Seed for PCA and any stochastic reducer (HEST: 1)." + many),
+    )
+
+
+protocol_options = _protocol_options(grid=False)
 
 execution_options = _options(
     click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Use this weight file for the encoder."),
@@ -204,54 +305,98 @@ gene_sets_option = click.option(
          "$STBENCH_HOME/genesets; needs the network). [default: hallmark]")
 
 
-def execute(task_names: list[str], encoders_: list[str], choices, protocol, *, data_root, store, progress,  # noqa: ANN001, ANN201
-            **run_kw):
-    """Open the tasks (creating the synthetic demo if it is asked for and absent) and run every encoder on
-    each with the chosen reducers; returns the RunResults in order."""
-    from stbench.encoders import encoders as encoder_registry
-    from stbench.runner import run_task
+def _data_root(task_names: Sequence[str], data_root: str | None) -> Path:
+    """The data root, with the synthetic demo created in it when it is asked for and absent."""
     from stbench.settings import data_root as resolve_root
-    from stbench.settings import store_root
-    from stbench.stores import Store
-    from stbench.tasks import open_task
 
     root = resolve_root(data_root)
-    for e in encoders_:
-        encoder_registry.resolve(e)  # unknown names fail before any work
-    opened = []
-    for name in task_names:
-        if name.upper() == DEFAULT_TASK and not (root / DEFAULT_TASK).exists():
-            from stbench.data.demo import make_demo
+    if any(n.upper() == DEFAULT_TASK for n in task_names) and not (root / DEFAULT_TASK).exists():
+        from stbench.data.demo import make_demo
 
-            err_console().print(f"Creating the synthetic demo task in {root / DEFAULT_TASK} (bench data demo) ...")
-            make_demo(root)
-        opened.append(open_task(name, root))
-    results = []
+        err_console().print(f"Creating the synthetic demo task in {root / DEFAULT_TASK} (bench data demo) ...")
+        make_demo(root)
+    return root
+
+
+def _run_plan(plan, *, store, progress, keep_going: bool, on_cell=None, **run_kw):  # noqa: ANN001, ANN202
+    from rich.markup import escape
+
+    from stbench.grid import run_grid
+    from stbench.settings import store_root
+    from stbench.stores import Store
+
+    for note in plan.notes:
+        err_console().print(f"[yellow]Note:[/] {escape(note)}")
     with Store(store_root(store)) as st, make_progress(enabled=show_progress(progress)) as bar:
-        for task in opened:
-            for enc in encoders_:
-                results += run_task(task, enc, choices, protocol, st, progress=bar, **run_kw)
-    return results
+        return run_grid(plan, st, progress=bar, keep_going=keep_going,
+                        on_cell=None if on_cell is None else (lambda o: on_cell(bar, o)), **run_kw)
 
 
-@click.command()
+def execute(task_names: list[str], encoders_: list[str], choices, protocol, *, data_root, store, progress,  # noqa: ANN001, ANN201
+            **run_kw):
+    """Run every encoder with the chosen reducers on the tasks (creating the synthetic demo if it is asked
+    for and absent), as a grid of one protocol; returns the RunResults in order, raising the first failure."""
+    from stbench.grid import make_spec, plan_grid
+
+    root = _data_root(task_names, data_root)
+    plan = plan_grid(make_spec(task_names, encoders_, choices, [protocol], root), root)
+    return [o.result for o in _run_plan(plan, store=store, progress=progress, keep_going=False, **run_kw)]
+
+
+def _given(name: str) -> bool:
+    """Whether the user set option ``name`` on the command line (not its default)."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+GRID_HELP = """
+\b
+Grids: --task, --encoder, --reducer, --alpha, --genes and --seed take several values, comma-separated
+(`all`: every task under the data root, every encoder, every reducer). Cells run encoder by
+encoder; each (encoder, sample) is embedded once and each reducer fitted once per fold and seed for all
+protocol variants; each cell is its own result set, read back from the store when it exists (--force
+recomputes). A failed cell is shown with its error and the grid goes on; the exit code is then 3.
+  bench run --task all --encoder efficientnet-lite0,resnet50 --reducer identity,pca --alpha hest,cv --pcc both
+  bench run --task her2st --genes pam50                  # the PAM50 panel instead of the task's genes
+\b
+--config grid.toml takes the same from a file (options given on the command line replace the file's
+value; --reducer picks among the file's reducer variants; --reducer-opt and --gene-sets apply on top):
+  task = ["her2st"]                          # or "all"
+  encoder = ["efficientnet-lite0", "resnet50"]
+  reducer = ["identity", "pca", { name = "pca", n_components = 64 }, { name = "bpbooster-gp", lr = 1e-4 }]
+  alpha = ["hest", "cv"]
+  genes = ["task", "pam50"]                  # task | train-hvg | pam50 | FILE (relative to grid.toml)
+  seed = [1, 2]
+  solver = "exact"                           # optional; intercept = true|false
+  pcc = "both"                               # pooled | per-sample | both
+"""
+
+
+@click.command(epilog=GRID_HELP)
+@click.option("--config", "grid_file", type=click.Path(dir_okay=False, exists=True), default=None, metavar="GRID.toml",
+              help="A grid file: tasks, encoders, reducers with options, protocol variants, seeds (see below).")
 @click.option("--task", "tasks", multiple=True, metavar="NAME",
-              help="Task folder name under the data root, case-insensitive (luad -> LUNG). "
+              help="Task folder name(s) under the data root, case-insensitive (luad -> LUNG), or all. "
                    "[default: the synthetic demo, created if absent]")
 @click.option("--encoder", "encoder_names", multiple=True, metavar="NAME",
-              help="Encoder(s), comma-separated; see `bench list encoders`. [default: efficientnet-lite0]")
+              help="Encoder(s), comma-separated, or all; see `bench list encoders`. [default: efficientnet-lite0]")
 @click.option("--reducer", "reducer_names", multiple=True, metavar="NAME",
-              help="Reducer(s), comma-separated; see `bench list reducers`. [default: identity,pca]")
+              help="Reducer(s), comma-separated, or all; see `bench list reducers`. [default: identity,pca]")
 @click.option("--reducer-opt", "reducer_opts", multiple=True, metavar="[REDUCER.]KEY=VALUE",
               help="Reducer option, e.g. n_components=128, pca.n_components=128, lr=1e-4, attention=literal. Repeatable; "
                    "overrides --reducer-config.")
 @click.option("--reducer-config", type=click.Path(dir_okay=False, exists=True), default=None,
               help="TOML file of reducer options, one table per reducer: [bpbooster-gp] lr = 1e-4.")
 @gene_sets_option
-@protocol_options
+@_protocol_options(grid=True)
+@click.option("--pcc", type=click.Choice(["pooled", "per-sample", "both"]), default="pooled", show_default=True,
+              help="PCC in the summary: over the pooled test spots of a fold (HEST), the mean over test samples of "
+                   "each sample's PCC, or both (both are stored for every result).")
 @execution_options
-def run(tasks, encoder_names, reducer_names, reducer_opts, reducer_config, gene_sets, genes, solver, alpha, intercept,  # noqa: ANN001, ANN201, PLR0913
-        seed, weights, batch_size, compile_, device, force, progress, data_root, store):
+def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_config, gene_sets, genes, solver, alpha,  # noqa: ANN001, ANN201, PLR0913
+        intercept, seed, pcc, weights, batch_size, compile_, device, force, progress, data_root, store):
     """Benchmark encoders x reducers on tasks under the HEST protocol and store every number.
 
     Embeddings are computed once per (task, encoder weights, sample) and reused; results already in the
@@ -265,16 +410,45 @@ def run(tasks, encoder_names, reducer_names, reducer_opts, reducer_config, gene_
       bench run --task luad --encoder uni --reducer bpbooster-gp --reducer-opt attention=literal --alpha cv
     """
     quiet_library_warnings()
+    from stbench.errors import StbenchError
+    from stbench.grid import CellsFailed, GridFile, make_spec, plan_grid, protocol_variants, read_grid_file
     from stbench.settings import store_root
 
-    choices = _reducer_choices(_split_names(reducer_names) or ["identity", "pca"], reducer_opts, config=reducer_config,
-                               gene_sets=gene_sets)
-    protocol = _protocol(genes, solver, alpha, intercept, seed)
-    results = execute(_split_names(tasks) or [DEFAULT_TASK], _split_names(encoder_names) or ["efficientnet-lite0"],
-                      choices, protocol, data_root=data_root, store=store, progress=progress, weights=weights,
-                      batch_size=batch_size, device=device, compile=compile_, force=force)
-    print_results(results)
+    spec_file = read_grid_file(grid_file) if grid_file else GridFile()
+    task_names = _split_names(tasks) or list(spec_file.tasks or [DEFAULT_TASK])
+    encoder_list = _split_names(encoder_names) or list(spec_file.encoders or ["efficientnet-lite0"])
+    choices = _reducer_choices(_pick_reducers(_split_names(reducer_names), spec_file.reducers), reducer_opts,
+                               config=reducer_config, gene_sets=gene_sets)
+    protocols = protocol_variants(
+        _split_names((alpha,)) if alpha is not None else list(spec_file.alpha or ["hest"]),
+        _split_genes(genes) if _given("genes") else list(spec_file.genes or ["task"]),
+        _seeds(seed) if _given("seed") else list(spec_file.seed or [1]),
+        solver=solver if solver is not None else spec_file.solver,
+        intercept=intercept if _given("intercept") else bool(spec_file.intercept),
+    )
+    pcc = pcc if _given("pcc") else spec_file.pcc or "pooled"
+    root = _data_root(task_names, data_root)
+    spec = make_spec(task_names, encoder_list, choices, protocols, root, pcc=pcc)
+    if weights and len(spec.encoders) > 1:
+        raise StbenchError(f"--weights names one encoder's weight file; the grid has {len(spec.encoders)} encoders")
+    plan = plan_grid(spec, root)
+    def on_cell(bar, outcome) -> None:  # noqa: ANN001
+        if plan.n_cells > 1:
+            bar.console.print(_cell_line(outcome, spec.protocols), soft_wrap=True)
+
+    outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights,
+                         batch_size=batch_size, device=device, compile=compile_, force=force)
+    print_results(outcomes, pcc=pcc)
     console().print(f"[dim]store: {store_root(store)}[/]")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise CellsFailed(f"{len(failed)} of {len(outcomes)} cells failed (FAILED above; -vv logs tracebacks); "
+                          "rerun the same command to retry them, finished cells are read from the store")
+
+
+def _split_genes(value: str) -> list[str]:
+    """``--genes a,b``: several rules, panels or files; an existing path is one value even with a comma."""
+    return [value] if Path(value).exists() else _split_names((value,))
 
 
 @click.command()

@@ -1,0 +1,543 @@
+"""Write the static leaderboard site: HTML pages whose data sit in ``<script type="application/json">`` blocks,
+one shared stylesheet and script of our own, and plotly.js copied from the installed plotly package.
+
+Everything is relative to the output folder (it works opened from disk, with no network). Every name that
+comes from the store (tasks, encoders, reducers, genes, samples, options) is untrusted: HTML gets it through
+``html.escape``, JSON blocks escape ``<``, ``>`` and ``&``, and the script only ever sets ``textContent``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stbench import __version__
+from stbench.errors import StbenchError
+from stbench.leaderboard.data import PCC_MODES, Leaderboard, load_leaderboard
+from stbench.leaderboard.published import published_tables
+
+__all__ = ["BuildReport", "build_site", "MARKER", "slug"]
+
+MARKER = ".stbench-leaderboard"  # lists the files a build wrote: the next build removes exactly those
+ASSETS = ("style.css", "app.js")
+SYNTHETIC_NOTE = "SYNTHETIC data (bench data demo): these numbers test the pipeline, they say nothing about real tissue."
+ALPHA_RULES = {
+    "hest": "α = 100 / (n_features × n_genes), the HEST reference (nearly unregularised)",
+    "cv": "α chosen by cross-validation inside each training fold, grouped by sample",
+}
+
+esc = html.escape
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    n_runs: int  # result sets on the site (main views and variants)
+    n_shown: int  # result sets in the main views
+    n_excluded_synthetic: int
+    tasks: list[str]
+    pages: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe, collision-free form of an untrusted name."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "x"
+    return f"{base}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
+def json_script(data: Any, element_id: str) -> str:
+    """A JSON data block that no string inside can close or comment out."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for raw, safe in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, safe)
+    return f'<script type="application/json" id="{esc(element_id)}">{text}</script>'
+
+
+# -- the output folder -------------------------------------------------------------------------------------
+
+def _prepare_out(out: Path) -> None:
+    """Remove what the previous build wrote; refuse a non-empty folder that no build wrote."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise StbenchError(f"--out {out} is a file; choose a folder")
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise StbenchError(f"{out} is not empty and was not written by `bench leaderboard build`; "
+                           "choose another --out or empty it")
+    if marker.exists():
+        for rel in json.loads(marker.read_text() or "[]"):
+            path = (out / rel).resolve()
+            if out.resolve() in path.parents and path.is_file():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class _Writer:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.files: list[str] = []
+
+    def text(self, rel: str, content: str) -> None:
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        self.files.append(rel)
+
+    def csv(self, rel: str, frame: Any) -> None:
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_csv(path)
+        self.files.append(rel)
+
+
+def _write_assets(w: _Writer) -> None:
+    import plotly.offline
+
+    src = resources.files("stbench.leaderboard") / "assets"
+    for name in ASSETS:
+        w.text(f"assets/{name}", (src / name).read_text(encoding="utf-8"))
+    # plotly.js ships inside the Python package: one copy, referenced by every page, no CDN
+    w.text("assets/plotly.min.js", plotly.offline.get_plotlyjs())
+
+
+# -- shared page parts ------------------------------------------------------------------------------------
+
+def _page(*, title: str, page: str, body: str, data: dict[str, Any], blocks: Iterable[str] = (), synthetic: bool = False,
+          nav: list[tuple[str, str]] = (), built_at: str, store_name: str) -> str:  # type: ignore[assignment]
+    badge = ' <span class="badge badge-synthetic">SYNTHETIC</span>' if synthetic else ""
+    banner = f'<p class="banner banner-synthetic"><strong>SYNTHETIC</strong> {esc(SYNTHETIC_NOTE)}</p>' if synthetic else ""
+    links = "".join(f'<a href="{esc(href)}">{esc(text)}</a>' for href, text in nav)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)} · stbench leaderboard</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="assets/style.css">
+<script src="assets/plotly.min.js"></script>
+</head>
+<body data-page="{esc(page)}">
+<header class="top"><a class="brand" href="index.html">stbench leaderboard</a><nav>{links}</nav></header>
+<main>
+<h1>{esc(title)}{badge}</h1>
+{banner}
+{body}
+</main>
+<footer>Built {esc(built_at)} by stbench {esc(__version__)} from the store <code>{esc(store_name)}</code>.
+Self-contained: no network needed. Published reference numbers are labelled <span class="badge badge-published">PUBLISHED</span>
+and are never ranked with ours.</footer>
+{json_script(data, "stbench-data")}
+{"".join(blocks)}
+<script src="assets/app.js"></script>
+</body>
+</html>
+"""
+
+
+def _public_options(options: dict[str, Any]) -> str:
+    """Reducer options as ``k=v``; a gene-set file by its name (a local path says nothing to a reader)."""
+    shown = {k: (Path(str(v)).name if k == "gene_sets" and v else v) for k, v in options.items()}
+    return ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "(none)"
+
+
+def _dl(items: list[tuple[str, str]]) -> str:
+    return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def _joined(values: Iterable[str]) -> str:
+    return ", ".join(esc(v) for v in values) or "—"
+
+
+def protocol_card(board: Leaderboard, runs: list[dict[str, Any]], *, built_at: str) -> str:
+    """What produced the numbers on this page: every protocol, the reducers' options, genes, folds, seed,
+    weights fingerprints, data versions, stbench versions and dates."""
+    labels = {p["fingerprint"]: p for p in board.protocols}
+    fps = [p["fingerprint"] for p in board.protocols if any(r["protocol_fingerprint"] == p["fingerprint"] for r in runs)]
+    rows = []
+    for fp in fps:
+        p = labels[fp]
+        proto = p["protocol"]
+        alpha = ALPHA_RULES.get(str(proto.get("alpha")), f"fixed α = {proto.get('alpha')}")
+        genes = {"task": "the task's list (var_50genes.json, HEST)", "train-hvg": "top HVGs of each training fold",
+                 "file": f"the {str(proto['panel']).upper()} panel" if proto.get("panel") else "a gene file",
+                 }.get(str(proto.get("genes")), str(proto.get("genes")))
+        n_genes = ", ".join(str(n) for n in p["n_genes"])
+        rows.append(
+            f'<tr data-protocol="{esc(fp)}"><td>{esc(p["label"])}</td><td>{esc(alpha)}</td>'
+            f'<td>{esc(str(proto.get("solver")))}</td><td>{"yes" if proto.get("intercept") else "no"}</td>'
+            f"<td>{esc(genes)} ({esc(n_genes)} genes)</td><td>{esc(str(proto.get('expression', 'log1p')))}</td>"
+            f"<td>{esc(str(proto.get('seed')))}</td><td><code>{esc(fp)}</code></td>"
+            f"<td>{sum(1 for r in runs if r['protocol_fingerprint'] == fp)}</td></tr>")
+    shown = [r for r in runs if r["shown"]] or runs
+    options: dict[str, set[str]] = {}
+    for r in shown:
+        options.setdefault(r["reducer"], set()).add(_public_options(r["reducer_options"]))
+    folds: dict[str, set[str]] = {}
+    data_versions: dict[str, set[str]] = {}
+    weights: dict[str, set[str]] = {}
+    for r in runs:
+        folds.setdefault(r["task"], set()).add(str(r["folds"]))
+        data_versions.setdefault(r["task"], set()).add(str(r["task_fingerprint"]))
+        weights.setdefault(r["encoder"], set()).add(str(r["weights_fingerprint"]))
+    dates = sorted(r["finished_at"] for r in runs if r["finished_at"])
+    items = [
+        ("reducer options (main views)", "<ul>" + "".join(
+            f"<li><strong>{esc(red)}</strong>: {'; '.join(esc(o) for o in sorted(opts))}</li>"
+            for red, opts in options.items()) + "</ul>"),
+        ("folds", _joined(f"{t}: {'/'.join(sorted(v))}" for t, v in folds.items())),
+        ("PCC", "pooled = per gene over all test spots of a fold (HEST); per-sample = per gene within each test "
+                "sample, averaged over the fold's samples. Score = mean over genes, then mean ± population std over folds."),
+        ("weights fingerprints", _joined(f"{e}: {', '.join(sorted(v))}" for e, v in weights.items())),
+        ("data version (task fingerprint)", _joined(f"{t}: {', '.join(sorted(v))}" for t, v in data_versions.items())),
+        ("stbench version of the runs", _joined(sorted({str(r["stbench_version"]) for r in runs}))),
+        ("runs finished", esc(f"{dates[0]} to {dates[-1]}" if dates else "—")),
+        ("site built", esc(f"{built_at} by stbench {__version__}")),
+    ]
+    return f"""<section class="card protocol-card" id="protocol-card">
+<h2>Protocol card</h2>
+<table class="protocols"><thead><tr><th>protocol</th><th>alpha rule</th><th>ridge solver</th><th>intercept</th>
+<th>genes</th><th>expression</th><th>seed</th><th>fingerprint</th><th>result sets</th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+{_dl(items)}
+</section>"""
+
+
+def _controls(board: Leaderboard, fps: list[str], *, extra: str = "", modes: bool = True) -> str:
+    """The protocol switch (alpha rule and the other settings, one option per stored protocol) and the PCC switch."""
+    options = "".join(f'<option value="{esc(p["fingerprint"])}">{esc(p["label"])}</option>'
+                      for p in board.protocols if p["fingerprint"] in fps)
+    buttons = "".join(f'<button type="button" data-value="{m}">{m} PCC</button>' for m in PCC_MODES)
+    switch = f'<span class="switch" id="mode" role="group" aria-label="PCC">{buttons}</span>' if modes else ""
+    return f'<div class="controls"><label>Protocol <select id="protocol">{options}</select></label>{switch}{extra}</div>'
+
+
+
+def _protocol_list(board: Leaderboard) -> list[dict[str, str]]:
+    return [{"fingerprint": p["fingerprint"], "label": p["label"]} for p in board.protocols]
+
+
+def _published_html(pub: dict[str, Any]) -> str:
+    hest = pub["hest"]
+    head = "".join(f'<th data-type="num">{esc(c)}</th>' for c in hest["columns"])
+    body = "".join(
+        f'<tr><td><span class="badge badge-published">PUBLISHED</span> {esc(r["encoder"])}</td>'
+        + "".join(f'<td data-sort="{r["values"][c]}">{r["values"][c]:.4f}</td>' for c in hest["columns"]) + "</tr>"
+        for r in hest["rows"])
+    return f"""<section class="card published" id="published">
+<h2>Published reference <span class="badge badge-published">PUBLISHED</span></h2>
+<p>{esc(hest["title"])}. Source: {esc(hest["source"])}. {esc(hest["note"])} These rows come from other code and
+other data versions: shown for context, <strong>never ranked with ours</strong>.</p>
+<table class="sortable" id="published-hest"><thead><tr><th>model</th>{head}</tr></thead><tbody>{body}</tbody></table>
+</section>"""
+
+
+# -- pages ----------------------------------------------------------------------------------------------
+
+def _index(board: Leaderboard, *, default_reducer: str, task_files: dict[str, str], built_at: str, store_name: str) -> str:
+    pub = published_tables()
+    sections_html = []
+    for sec in board.sections:
+        sid = sec["id"]
+        synth = sec["synthetic"]
+        badge = ' <span class="badge badge-synthetic">SYNTHETIC</span>' if synth else ""
+        warn = (f'<p class="banner banner-synthetic"><strong>SYNTHETIC</strong> {esc(SYNTHETIC_NOTE)} '
+                "Ranked only among themselves, never with real tasks.</p>") if synth else ""
+        tasks = "".join(
+            f'<li><a href="{esc(task_files[t])}">{esc(t)}</a>{badge}</li>' for t in sec["tasks"])
+        sections_html.append(f"""<section class="board" data-section="{esc(sid)}" id="section-{esc(sid)}">
+<h2>{esc(sec["title"])}{badge}</h2>
+{warn}
+<div class="tasks-list">Task pages: <ul class="inline">{tasks}</ul></div>
+<div class="card" id="main-{esc(sid)}"><h3>Encoders × tasks{badge}</h3>
+<p class="hint">Mean PCC ± population std over folds, for the reducer chosen below; the average over tasks and
+the rank by it (only encoders with every task are ranked). Click a column header to sort.</p>
+<div class="switch reducer-switch" role="group" aria-label="reducer" data-section="{esc(sid)}"></div>
+<div class="table-wrap"><table class="sortable main-table" id="main-table-{esc(sid)}"></table></div>
+<p class="empty hidden">No result sets for this reducer under this protocol.</p>
+</div>
+<div class="card" id="heatmap-card-{esc(sid)}"><h3>Heatmap: encoders × tasks{badge}</h3>
+<div class="chart heatmap" id="heatmap-{esc(sid)}"></div></div>
+<div class="card" id="gain-{esc(sid)}"><h3>Reducer gain (the BP-Booster paper's Table 3){badge}</h3>
+<p class="hint">Each reducer's mean PCC per task and encoder under the chosen protocol, and its gain over PCA
+(Δ = reducer − PCA).</p>
+<div class="table-wrap"><table class="sortable gain-table" id="gain-table-{esc(sid)}"></table></div>
+</div>
+<div class="card" id="sensitivity-{esc(sid)}"><h3>Protocol sensitivity{badge}</h3>
+<p class="hint">How ranks move between protocols. Reducers are ranked within each task and encoder, encoders
+within each task and reducer, among what exists under both. Move &gt; 0: a better rank under the second protocol.
+Under the HEST alpha the ridge is nearly unregularised, which favours reducers that shrink their latent.</p>
+<label>Comparison <select class="comparison"></select></label>
+<div class="chart slope" id="slope-{esc(sid)}"></div>
+<h4>Reducer ranks</h4><div class="table-wrap"><table class="sortable sens-reducers"></table></div>
+<h4>Encoder ranks</h4><div class="table-wrap"><table class="sortable sens-encoders"></table></div>
+<p class="empty hidden">No result set exists under both protocols of a comparison yet: run the same grid with
+<code>--alpha cv</code> (or <code>--alpha hest</code>).</p>
+</div>
+</section>""")
+    excluded = (f'<p class="note">{board.excluded_synthetic} synthetic result set(s) left out '
+                "(<code>bench leaderboard build --include-synthetic</code> shows them in their own section).</p>"
+                if board.excluded_synthetic else "")
+    t3 = pub["table3"]
+    t3_rows = "".join(
+        f'<tr><td><span class="badge badge-published">PUBLISHED</span> {esc(r["encoder"])}</td><td>{esc(r["task"])}</td>'
+        + "".join(f'<td data-sort="{r["values"][red]}">{r["values"][red]:.4f}</td>' for red in t3["reducers"])
+        + "".join(f'<td data-sort="{r["gain"][red]}">{r["gain"][red]:+.4f}</td>' for red in t3["reducers"] if red != "pca")
+        + "</tr>" for r in t3["rows"])
+    t3_head = "".join(f'<th data-type="num">{esc(red)}</th>' for red in t3["reducers"]) + "".join(
+        f'<th data-type="num">Δ {esc(red)}</th>' for red in t3["reducers"] if red != "pca")
+    table3 = f"""<section class="card published" id="published-table3">
+<h2>Published reducer gains <span class="badge badge-published">PUBLISHED</span></h2>
+<p>{esc(t3["title"])}. Source: {esc(t3["source"])}. {esc(t3["note"])} Other tasks, encoders and code than ours:
+for comparison only, <strong>never ranked with ours</strong>.</p>
+<table class="sortable" id="published-t3"><thead><tr><th>encoder</th><th>task</th>{t3_head}</tr></thead>
+<tbody>{t3_rows}</tbody></table></section>"""
+    downloads = """<section class="card" id="downloads"><h2>Downloads (CSV)</h2><ul>
+<li><a href="data/results.csv" download>results.csv</a>: one row per result set (pooled and per-sample PCC, variant, protocol, fingerprints)</li>
+<li><a href="data/folds.csv" download>folds.csv</a>: one row per result set and fold</li>
+<li><a href="data/genes.csv" download>genes.csv</a>: PCC and MSE per result set, fold and gene (pooled)</li>
+<li><a href="data/sample_genes.csv" download>sample_genes.csv</a>: PCC and MSE per result set, fold, test sample and gene</li>
+<li><a href="data/published.csv" download>published.csv</a>: the published reference numbers, with their source</li>
+</ul></section>"""
+    fps = sorted({fp for s in board.sections for fp in s["protocols"]}, key=[p["fingerprint"] for p in board.protocols].index)
+    body = (_controls(board, fps) + excluded + "".join(sections_html) + _published_html(pub) + table3 + downloads
+            + protocol_card(board, board.included, built_at=built_at))
+    data = {"page": "index", "default_reducer": default_reducer, "default_protocol": board.default_protocol,
+            "protocols": _protocol_list(board), "sections": board.sections, "task_pages": task_files}
+    nav = [("#section-real" if board.sections[0]["id"] == "real" else f"#section-{board.sections[0]['id']}", "Leaderboard"),
+           ("#published", "Published"), ("#downloads", "Downloads"), ("#protocol-card", "Protocol")]
+    return _page(title="Which encoder and reducer best predict expression?", page="index", body=body, data=data,
+                 nav=nav, built_at=built_at, store_name=store_name)
+
+
+def _run_public(r: dict[str, Any]) -> dict[str, Any]:
+    keep = ("run_id", "task", "synthetic", "encoder", "reducer", "variant", "shown", "alpha_rule", "protocol_fingerprint",
+            "weights_fingerprint", "scores", "alphas", "n_test", "folds", "finished_at", "stbench_version")
+    return {**{k: r[k] for k in keep}, "options": _public_options(r["reducer_options"])}
+
+
+def _task_page(board: Leaderboard, task: str, *, files: dict[str, Any], built_at: str, store_name: str) -> str:
+    page = board.tasks[task]
+    runs = [board.run(rid) for rid in page["runs"]]
+    synthetic = page["synthetic"]
+    spatial = files["spatial"].get(task, {})
+    views = []
+    if spatial:
+        views.append("<li>Spatial maps (measured and predicted expression at the spot coordinates): " + ", ".join(
+            f'<a href="{esc(f)}">{esc(enc)}</a>' for enc, f in spatial.items()) + "</li>")
+    else:
+        views.append(f"<li>Spatial maps: {esc(files['spatial_reason'])}</li>")
+    emb = files["embeddings"].get(task)
+    views.append(f'<li><a href="{esc(emb)}">Embedding view</a> (raw, PCA and BP-Booster embeddings in 2-D)</li>' if emb
+                 else f"<li>Embedding view: {esc(files['embeddings_reason'].get(task, 'not built'))}</li>")
+    enc_select = '<label>Encoder <select id="encoder"></select></label>'
+    body = f"""{_controls(board, page["protocols"], extra=enc_select)}
+<section class="card"><h2>Views</h2><ul>{"".join(views)}</ul></section>
+<section class="card" id="genes"><h2>Per-gene PCC</h2>
+<p class="hint">Mean PCC over folds per gene, for each reducer (its default options), with the encoder chosen above.</p>
+<div class="chart" id="gene-chart"></div>
+<label>Search genes <input type="search" id="gene-search" placeholder="gene name" autocomplete="off"></label>
+<span id="gene-count" class="hint"></span>
+<div class="table-wrap"><table class="sortable" id="gene-table"></table></div>
+</section>
+<section class="card" id="runs"><h2>All result sets of this task</h2>
+<p class="hint">Every complete run, including reducer variants (options other than the defaults); the ones marked
+"main" are in the leaderboard's views. Per-fold values in fold order.</p>
+<div class="table-wrap"><table class="sortable" id="runs-table"></table></div>
+</section>
+<section class="card"><h2>Downloads (CSV)</h2><ul>
+<li><a href="data/{esc(files["task_csv"][task])}" download>{esc(files["task_csv"][task])}</a>: per-gene PCC and MSE of this task's result sets</li>
+<li><a href="data/results.csv" download>results.csv</a>, <a href="data/folds.csv" download>folds.csv</a>,
+<a href="data/sample_genes.csv" download>sample_genes.csv</a>: all tasks</li></ul></section>
+{protocol_card(board, runs, built_at=built_at)}"""
+    data = {"page": "task", "task": task, "synthetic": synthetic, "protocols": _protocol_list(board),
+            "default_protocol": page["protocols"][0] if page["protocols"] else board.default_protocol,
+            "encoders": page["encoders"], "reducers": page["reducers"], "genes": page["genes"],
+            "runs": [_run_public(r) for r in runs]}
+    title = f"Task {task}"
+    return _page(title=title, page="task", body=body, data=data, synthetic=synthetic,
+                 nav=[("index.html", "Leaderboard"), ("#genes", "Genes"), ("#runs", "Result sets"),
+                      ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
+
+
+def _spatial_page(board: Leaderboard, task: str, encoder: str, maps: dict[str, Any], *, task_file: str, csv_name: str,
+                  built_at: str, store_name: str) -> str:
+    synthetic = board.tasks[task]["synthetic"]
+    runs = [board.run(r["run_id"]) for r in maps["runs"]]
+    fps = [p["fingerprint"] for p in board.protocols if any(r["protocol_fingerprint"] == p["fingerprint"] for r in runs)]
+    sample_opts = "".join(f'<option value="{i}">{esc(s["id"])}</option>' for i, s in enumerate(maps["samples"]))
+    subsampled = [s for s in maps["samples"] if s["n_shown"] < s["n_spots"]]
+    sub_note = (f'<p class="note">Samples with more than {maps["max_spots"]} spots show a random subset of '
+                f'{maps["max_spots"]} (fixed seed): {_joined(s["id"] for s in subsampled)}.</p>' if subsampled else "")
+    variants = sorted({(r["reducer"], r["variant"]) for r in maps["runs"] if r["variant"]})
+    if variants:
+        sub_note += ('<p class="note">† no run with the default options; the newest variant is shown: '
+                     + "; ".join(f"{esc(red)}: {esc(v)}" for red, v in variants) + ".</p>")
+    extra = (f'<label>Test sample <select id="sample">{sample_opts}</select></label>'
+             '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>')
+    body = f"""<p>Encoder <strong>{esc(encoder)}</strong> on task <a href="{esc(task_file)}">{esc(task)}</a>:
+measured and predicted log1p expression of one gene at the spot coordinates of a test sample, for each reducer
+(default options), under the chosen protocol. Each panel has its own colour scale; its title gives that
+sample's PCC for the gene.</p>
+{_controls(board, fps, extra=extra, modes=False)}
+{sub_note}
+<section class="card"><div class="maps" id="maps"></div></section>
+<section class="card"><h2>Download</h2><p><a href="data/{esc(csv_name)}" download>{esc(csv_name)}</a>: the values
+shown (measured and predicted per spot and gene).</p></section>
+{protocol_card(board, runs, built_at=built_at)}"""
+    blocks = [json_script(maps["truth"][s["id"]], f"truth-{i}") for i, s in enumerate(maps["samples"])]
+    blocks += [json_script(maps["pred"][r["run_id"]].get(s["id"]), f"pred-{j}-{i}")
+               for j, r in enumerate(maps["runs"]) for i, s in enumerate(maps["samples"])]
+    samples = [{k: v for k, v in s.items() if k != "barcodes"} for s in maps["samples"]]
+    data = {"page": "spatial", "task": task, "encoder": encoder, "synthetic": synthetic, "protocols": _protocol_list(board),
+            "default_protocol": fps[0], "samples": samples, "genes": maps["genes"], "runs": maps["runs"],
+            "pcc": maps["pcc"], "reducers": [r["reducer"] for r in maps["runs"]]}
+    return _page(title=f"Spatial maps · {task} · {encoder}", page="spatial", body=body, data=data, blocks=blocks,
+                 synthetic=synthetic, nav=[("index.html", "Leaderboard"), (task_file, f"Task {task}"),
+                                           ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
+
+
+def _embedding_page(board: Leaderboard, task: str, view: dict[str, Any], *, task_file: str, built_at: str,
+                    store_name: str) -> str:
+    synthetic = board.tasks[task]["synthetic"]
+    runs = [r for r in board.included if r["task"] == task and r["encoder"] == view["encoder"]]
+    method = "UMAP (scanpy: 15-NN graph on the top 50 PCs, then sc.tl.umap)" if view["method"] == "umap" else \
+        "t-SNE (scanpy sc.tl.tsne on the top 50 PCs)"
+    notes = "".join(f"<li>{esc(n)}</li>" for n in view["notes"]) + "".join(
+        f'<li class="warn">{esc(n)}</li>' for n in view["warnings"])
+    sub = (f" A random subset of {view['n_shown']} of the {view['n_spots']} spots is shown (fixed seed)."
+           if view["n_shown"] < view["n_spots"] else "")
+    extra = ('<span class="switch" id="colour" role="group" aria-label="colour by">'
+             '<button type="button" data-value="cluster">k-means cluster</button>'
+             '<button type="button" data-value="gene">gene</button></span>'
+             '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>'
+             '<span class="switch" id="layout" role="group" aria-label="layout">'
+             f'<button type="button" data-value="projection">{esc(view["method"].upper())}</button>'
+             '<button type="button" data-value="tissue">tissue coordinates</button></span>')
+    body = f"""<p>Encoder <strong>{esc(view["encoder"])}</strong> on task <a href="{esc(task_file)}">{esc(task)}</a>:
+the test spots of fold 0 (samples {_joined(view["samples"])}) in 2-D by {esc(method)}, coloured by k-means
+cluster (k = {view["k"]}, fitted on each representation's own features, seed {view["seed"]}) or by a gene's
+measured log1p expression. PCA is fitted at build time on fold 0's training spots (StandardScaler then PCA, as the
+pipeline does); BP-Booster is the model the run saved for fold 0, applied unchanged.{esc(sub)}</p>
+{'<ul class="notes">' + notes + '</ul>' if notes else ''}
+<div class="controls">{extra}</div>
+<section class="card"><div class="maps" id="embeddings"></div></section>
+{protocol_card(board, runs, built_at=built_at)}"""
+    data = {"page": "embeddings", "task": task, "synthetic": synthetic, **view}
+    return _page(title=f"Embedding view · {task} · {view['encoder']}", page="embeddings", body=body, data=data,
+                 synthetic=synthetic, nav=[("index.html", "Leaderboard"), (task_file, f"Task {task}"),
+                                           ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
+
+
+# -- CSVs --------------------------------------------------------------------------------------------------
+
+def _published_frame() -> Any:
+    import polars as pl
+
+    pub = published_tables()
+    rows = [{"table": pub["hest"]["id"], "source": pub["hest"]["source"], "encoder": r["encoder"], "task": task,
+             "reducer": "pca", "pcc": v} for r in pub["hest"]["rows"] for task, v in r["values"].items()]
+    rows += [{"table": pub["table3"]["id"], "source": pub["table3"]["source"], "encoder": r["encoder"], "task": r["task"],
+              "reducer": red, "pcc": v} for r in pub["table3"]["rows"] for red, v in r["values"].items()]
+    return pl.DataFrame(rows)
+
+
+def _spatial_frame(board: Leaderboard, maps: dict[str, Any]) -> Any:
+    import polars as pl
+
+    labels = {p["fingerprint"]: p["label"] for p in board.protocols}
+    cols: dict[str, list] = {"sample_id": [], "barcode": [], "x": [], "y": [], "gene": [], "measured": []}
+    run_cols = {r["run_id"]: f"predicted {r['reducer']} [{labels[r['protocol']]}] {r['run_id']}" for r in maps["runs"]}
+    for c in run_cols.values():
+        cols[c] = []
+    for s in maps["samples"]:
+        n = len(s["x"])
+        for gi, gene in enumerate(maps["genes"]):
+            cols["sample_id"] += [s["id"]] * n
+            cols["barcode"] += s["barcodes"]
+            cols["x"] += s["x"]
+            cols["y"] += s["y"]
+            cols["gene"] += [gene] * n
+            cols["measured"] += maps["truth"][s["id"]][gi]
+            for rid, c in run_cols.items():
+                pred = maps["pred"][rid].get(s["id"])
+                cols[c] += pred[gi] if pred else [None] * n
+    return pl.DataFrame(cols, strict=False)
+
+
+# -- the build ----------------------------------------------------------------------------------------------
+
+def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_synthetic: bool = False,
+               embeddings: bool = True, projection: str = "umap", seed: int = 1) -> BuildReport:
+    """Build the site for the store at ``store_root`` into ``out``; returns what was written."""
+    import polars as pl
+    from stbench.leaderboard.maps import embedding_view, spatial_maps
+    from stbench.stores import Store
+
+    store_root, out = Path(store_root), Path(out)
+    board = load_leaderboard(store_root, include_synthetic=include_synthetic)
+    all_reducers = [r for s in board.sections for r in s["reducers"]]
+    if reducer not in all_reducers:
+        if reducer != "pca":
+            raise StbenchError(f"--reducer {reducer}: no result sets with that reducer; the store has "
+                               f"{', '.join(dict.fromkeys(all_reducers))}")
+        reducer = all_reducers[0]
+    _prepare_out(out)
+    built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    store_name = store_root.resolve().name
+    w = _Writer(out)
+    report = BuildReport(out=out, n_runs=len(board.included), n_shown=sum(1 for r in board.included if r["shown"]),
+                         n_excluded_synthetic=board.excluded_synthetic, tasks=sorted(board.tasks))
+    _write_assets(w)
+    frames = board.frames
+    for name in ("results", "folds", "genes", "sample_genes"):
+        w.csv(f"data/{name}.csv", frames[name])
+    w.csv("data/published.csv", _published_frame())
+    task_files = {t: f"task-{slug(t)}.html" for t in board.tasks}
+    files: dict[str, Any] = {"spatial": {}, "embeddings": {}, "embeddings_reason": {}, "task_csv": {},
+                             "spatial_reason": ("this store predates spot predictions (stbench schema m003); rerun "
+                                                "`bench run ... --force` to record them" if not board.has_spot_predictions
+                                                else "no spot predictions stored for this task")}
+    with Store(store_root, read_only=True) as st:
+        for task in board.tasks:
+            files["task_csv"][task] = f"genes-{slug(task)}.csv"
+            ids = [r["run_id"] for r in board.included if r["task"] == task]
+            w.csv(f"data/{files['task_csv'][task]}", frames["genes"].filter(pl.col("run_id").is_in(ids)))
+            for enc in board.tasks[task]["encoders"]:
+                maps = spatial_maps(st, board, task, enc, seed=seed)
+                if maps is None:
+                    continue
+                name = f"spatial-{slug(task)}-{slug(enc)}"
+                w.csv(f"data/{name}.csv", _spatial_frame(board, maps))
+                w.text(f"{name}.html", _spatial_page(board, task, enc, maps, task_file=task_files[task],
+                                                     csv_name=f"{name}.csv", built_at=built_at, store_name=store_name))
+                files["spatial"].setdefault(task, {})[enc] = f"{name}.html"
+            if not embeddings:
+                files["embeddings_reason"][task] = "left out of this build (--no-embeddings)"
+                continue
+            view = embedding_view(st, board, task, method=projection, seed=seed)
+            if not view["available"]:
+                files["embeddings_reason"][task] = view["reason"]
+                report.notes.append(f"embedding view of {task}: {view['reason']}")
+                continue
+            report.notes += [f"embedding view of {task}: {n}" for n in view["warnings"]]
+            name = f"embeddings-{slug(task)}.html"
+            w.text(name, _embedding_page(board, task, view, task_file=task_files[task], built_at=built_at,
+                                         store_name=store_name))
+            files["embeddings"][task] = name
+    for task in board.tasks:
+        w.text(task_files[task], _task_page(board, task, files=files, built_at=built_at, store_name=store_name))
+    w.text("index.html", _index(board, default_reducer=reducer, task_files=task_files, built_at=built_at,
+                                store_name=store_name))
+    (out / MARKER).write_text(json.dumps(sorted(w.files), indent=0))
+    report.pages = [f for f in w.files if f.endswith(".html")]
+    return report
+

@@ -1,0 +1,172 @@
+"""The built leaderboard in headless Chromium (Playwright, the system's chromium; no download): the table
+renders with the right rows, a header click reorders it, the reducer switch changes the numbers, the charts
+draw, nothing is requested from the network, names stay text, and no page logs a console error. A screenshot
+of each page is kept in ``$STBENCH_ARTIFACTS`` (default ``tests/artifacts/``).
+
+Skipped when playwright or chromium is missing, unless ``STBENCH_REQUIRE_BROWSER=1`` (CI), which fails instead.
+Install: ``pip install playwright`` and ``apt-get install chromium`` (``STBENCH_CHROMIUM`` names another binary).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from stbench.cli import cli
+
+from tests._leaderboard import EVIL, evil_store, leaderboard_store, register_encoders
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _chromium() -> str:
+    required = os.environ.get("STBENCH_REQUIRE_BROWSER") == "1"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("STBENCH_REQUIRE_BROWSER=1 but playwright is not installed (pip install playwright)")
+        pytest.skip("playwright is not installed (pip install playwright); STBENCH_REQUIRE_BROWSER=1 makes this a failure")
+    path = os.environ.get("STBENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        if required:
+            pytest.fail(f"STBENCH_REQUIRE_BROWSER=1 but no chromium at {path} (apt-get install chromium, or set STBENCH_CHROMIUM)")
+        pytest.skip(f"no chromium at {path} (apt-get install chromium, or set STBENCH_CHROMIUM)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A site from the tiny store with an encoder, a reducer, a task and a gene named like a script."""
+    register_encoders()
+    store = evil_store(leaderboard_store(tmp_path_factory), tmp_path_factory.mktemp("browser") / "store")
+    out = tmp_path_factory.mktemp("browser-site") / "site"
+    r = CliRunner().invoke(cli, ["leaderboard", "build", "--store", str(store), "--out", str(out), "--include-synthetic"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    path = Path(os.environ.get("STBENCH_ARTIFACTS") or REPO / "tests" / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Watched:
+    """A page that records console errors, uncaught exceptions, dialogs and any request off the disk."""
+
+    def __init__(self, browser) -> None:
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else self.requests.append(r.url))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def open(self, path: Path):
+        self.page.goto(path.as_uri())
+        self.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        return self.page
+
+    def check_clean(self) -> None:
+        assert not self.errors, self.errors
+        assert not self.requests, f"network requests: {self.requests}"
+        assert not self.dialogs, f"a name ran as script: {self.dialogs}"
+
+
+def _numbers(page, selector: str, column: int) -> list[str]:
+    return page.eval_on_selector_all(f"{selector} tbody tr", f"rows => rows.map(r => r.cells[{column}].textContent)")
+
+
+def test_index_table_sorting_switches_and_charts(browser, site, artifacts):
+    w = Watched(browser)
+    page = w.open(site / "index.html")
+    table = "#main-table-synthetic"
+    # pca under the HEST alpha: the tiny CNN and the encoder named like a script
+    assert page.locator(f"{table} tbody tr").count() == 2
+    encoders = _numbers(page, table, 1)
+    assert sorted(encoders) == sorted(["test-tiny-cnn", EVIL])  # shown as text, never run
+    assert page.locator(f"{table} thead th").all_inner_texts()[:3] == ["rank", "encoder", "TINY"]
+
+    # clicking a column header sorts by it, clicking again reverses
+    page.locator(f"{table} thead th", has_text="encoder").click()
+    first = _numbers(page, table, 1)
+    assert first == sorted(first, key=str.lower)
+    page.locator(f"{table} thead th", has_text="encoder").click()
+    assert _numbers(page, table, 1) == first[::-1]
+    page.locator(f"{table} thead th", has_text="TINY").click()
+    means = [float(t.split(" ± ")[0]) for t in _numbers(page, table, 2)]
+    assert means == sorted(means, reverse=True)
+
+    # the reducer switch changes the numbers
+    before = _numbers(page, table, 2)
+    page.locator("#section-synthetic .reducer-switch button", has_text="bpbooster-random").click()
+    after = _numbers(page, table, 2)
+    assert len(after) == 1 and after[0] not in before
+    assert page.locator("#section-synthetic .reducer-switch button[aria-pressed='true']").inner_text() == "bpbooster-random"
+    # the protocol switch reaches every view: no booster run under the CV alpha, pca has both encoders again
+    page.select_option("#protocol", label="CV α")
+    assert page.locator("#main-synthetic .empty").is_visible()
+    page.locator("#section-synthetic .reducer-switch button", has_text="pca").click()
+    assert page.locator(f"{table} tbody tr").count() == 2 and _numbers(page, table, 2) != before
+    page.locator("#mode button", has_text="per-sample").click()
+    assert page.locator("#protocol-card tr.current").count() == 1
+
+    # charts: the heatmap and the protocol-sensitivity slope chart are drawn by plotly
+    assert page.locator("#heatmap-synthetic .main-svg").count() > 0
+    assert page.locator("#heatmap-synthetic .hm image, #heatmap-synthetic .heatmaplayer").count() > 0
+    assert page.locator("#slope-synthetic .scatterlayer .trace").count() >= 2
+    assert page.locator("#published-hest tbody tr").count() == 9
+    page.select_option("#protocol", label="HEST α")
+    page.locator("#mode button", has_text="pooled").click()
+    page.screenshot(path=str(artifacts / "leaderboard-index.png"), full_page=True)
+    w.check_clean()
+
+
+def test_task_spatial_and_embedding_pages(browser, site, artifacts):
+    w = Watched(browser)
+    [task] = [p for p in site.glob("task-tiny-*.html")]
+    page = w.open(task)
+    assert page.locator("#gene-chart .main-svg").count() > 0
+    assert page.locator("#gene-chart .scatterlayer .trace").count() == 2  # the first encoder, EVIL: EVIL and pca
+    page.select_option("#encoder", "test-tiny-cnn")
+    assert page.locator("#gene-chart .scatterlayer .trace").count() == 3  # identity, pca, booster
+    assert page.locator("#gene-table tbody tr").count() == 20
+    page.fill("#gene-search", "script")
+    assert page.locator("#gene-table tbody tr:not(.hidden)").count() == 1
+    assert page.locator("#gene-table tbody tr:not(.hidden) td").first.inner_text() == EVIL
+    page.fill("#gene-search", "")
+    assert page.locator("#runs-table tbody tr").count() >= 8
+    page.screenshot(path=str(artifacts / "leaderboard-task.png"), full_page=True)
+
+    [spatial] = [p for p in site.glob("spatial-tiny-*-test-tiny-cnn-*.html")]
+    page = w.open(spatial)
+    assert page.locator("#maps .panel:has(.main-svg)").count() == 1 + 3  # measured; identity, pca, booster (HEST alpha)
+    assert page.locator("#maps .panel .scatterlayer .point").count() == 4 * 24  # every spot of the sample, each panel
+    page.screenshot(path=str(artifacts / "leaderboard-spatial.png"), full_page=True)
+
+    [emb] = list(site.glob("embeddings-*.html"))
+    page = w.open(emb)
+    assert page.locator("#embeddings .panel:has(.main-svg)").count() == 3
+    page.locator("#colour button", has_text="gene").click()
+    page.locator("#layout button", has_text="tissue").click()
+    assert page.locator("#embeddings .panel:has(.main-svg)").count() == 3
+    page.screenshot(path=str(artifacts / "leaderboard-embeddings.png"), full_page=True)
+    w.check_clean()
