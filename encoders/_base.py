@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stbench._registry import Registry
+from stbench.errors import WeightsError
 from stbench.encoders.weights import ResolvedWeights, WeightsSource, resolve_weights, weights_location
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class EncoderSpec:
     code: str = "timm"  # where the architecture's code comes from
     requires: str | None = None  # pip extra that provides code not on PyPI, e.g. "stbench[conch]"
     paper: str = ""
+    random_init: bool = False  # the loader can build the architecture with random weights (--weights random)
 
 
 @dataclass
@@ -79,9 +81,23 @@ class Encoder:
     def load(self, weights: str | Path | None = None) -> LoadedEncoder:
         """Build the model with its weights, in eval mode on CPU."""
         resolved = self.resolve(weights)
-        model = self.loader(resolved)
+        if resolved.random_seed is None:
+            model = self.loader(resolved)
+        else:
+            model = self._random_model(resolved)
         model.eval()
         return LoadedEncoder(self.spec, model, resolved.fingerprint, str(resolved.path), resolved.origin)
+
+    def _random_model(self, resolved: ResolvedWeights) -> Any:
+        import torch
+
+        if not self.spec.random_init:
+            able = ", ".join(e.name for e in list_encoders() if e.spec.random_init)
+            raise WeightsError(f"{self.name}: random weights are not available for this encoder (they are for: "
+                               f"{able}); pass a weight file with --weights")
+        with torch.random.fork_rng(devices=[]):  # the same seed gives the same weights, whatever ran before
+            torch.manual_seed(resolved.random_seed)
+            return self.loader(resolved).float()
 
 
 encoders: Registry[Encoder] = Registry(

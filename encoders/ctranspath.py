@@ -41,6 +41,7 @@ SPEC = EncoderSpec(
     license="GPL-3.0",
     paper="Wang et al. 2022, Transformer-based unsupervised contrastive learning for histopathological image "
           "classification (Medical Image Analysis)",
+    random_init=True,
     code="timm swin_tiny_patch4_window7_224 with stbench's ConvStem patch embedding",
     source=WeightsSource(
         files=("ctranspath.pth",), config=False, page=REPO_URL,
@@ -52,15 +53,15 @@ _OLD_DOWNSAMPLE = re.compile(r"layers\.(\d+)\.downsample\.(.+)")
 _COMPUTED_BUFFERS = ("attn_mask", "relative_position_index")
 
 
-def build_ctranspath() -> torch.nn.Module:
-    """Swin-T with the ConvStem and no classifier (weights not loaded)."""
+def build_ctranspath(*, init: bool = False) -> torch.nn.Module:
+    """Swin-T with the ConvStem and no classifier (weights not loaded; ``init``: timm's random init)."""
     import timm
 
     from stbench.encoders._convstem import ConvStem
 
     return timm.create_model(
         "swin_tiny_patch4_window7_224", pretrained=False, embed_layer=ConvStem, num_classes=0,
-        weight_init="skip",  # every tensor is then loaded
+        weight_init="" if init else "skip",  # skipped: every tensor is then loaded
     )
 
 
@@ -81,6 +82,8 @@ def old_swin_to_timm(state: dict[str, Any]) -> dict[str, Any]:
 def load_ctranspath(weights: ResolvedWeights) -> torch.nn.Module:
     from stbench.encoders._statedict import load_strict, read_checkpoint, strip_prefix, unwrap
 
+    if weights.random_seed is not None:  # the random-weight control
+        return build_ctranspath(init=True)
     net = build_ctranspath()
     state = strip_prefix(unwrap(read_checkpoint(weights.path, SPEC.name), "model"), "module.")
     load_strict(net, old_swin_to_timm(state), name=SPEC.name, path=weights.path)

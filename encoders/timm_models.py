@@ -185,6 +185,8 @@ def _loader(spec: EncoderSpec, arch: TimmArch):  # noqa: ANN202
     def load(weights: ResolvedWeights):  # noqa: ANN202
         import torch
 
+        if weights.random_seed is not None:  # the random-weight control: timm's own init, nothing loaded
+            return build_embedder(arch, None, where=f"the {spec.name} model card kwargs")
         cfg_path = weights.path.with_name("config.json")
         where = f"{cfg_path} ({weights.origin})" if weights.config else f"the {spec.name} model card kwargs"
         with torch.device("meta"):  # no random init; shapes only
@@ -235,21 +237,21 @@ SPECS: tuple[EncoderSpec, ...] = (
         weights="hf.co/timm/resnet50.tv_in1k (torchvision ImageNet-1k)", license="BSD-3-Clause",
         paper="He et al. 2016, Deep Residual Learning (CVPR); layer3 truncation: Lu et al. 2021, CLAM "
               "(Nat Biomed Eng)",
-        code="timm", source=_hub("timm/resnet50.tv_in1k", ("model.safetensors", "pytorch_model.bin")),
+        random_init=True, code="timm", source=_hub("timm/resnet50.tv_in1k", ("model.safetensors", "pytorch_model.bin")),
     ),
     EncoderSpec(
         name="uni", aliases=("uni-v1", "uni1"), embed_dim=1024, precision="fp16", gated=True,
         pooling="class token of forward_features", weights="hf.co/MahmoodLab/UNI (gated)",
         license="CC-BY-NC-ND-4.0",
         paper="Chen et al. 2024, Towards a general-purpose foundation model for computational pathology (Nat Med)",
-        code="timm", source=_hub("MahmoodLab/UNI"),
+        random_init=True, code="timm", source=_hub("MahmoodLab/UNI"),
     ),
     EncoderSpec(
         name="virchow", aliases=("virchow-v1", "virchow1"), embed_dim=2560, precision="fp16", gated=True,
         interpolation="bicubic", pooling="class token ++ mean of patch tokens 1: (1280 + 1280)",
         weights="hf.co/paige-ai/Virchow (gated)", license="Apache-2.0",
         paper="Vorontsov et al. 2024, A foundation model for clinical-grade computational pathology (Nat Med)",
-        code="timm", source=_hub("paige-ai/Virchow"),
+        random_init=True, code="timm", source=_hub("paige-ai/Virchow"),
     ),
     EncoderSpec(
         name="virchow2", aliases=("virchow-v2",), embed_dim=2560, precision="fp16", gated=True,
@@ -257,21 +259,21 @@ SPECS: tuple[EncoderSpec, ...] = (
         weights="hf.co/paige-ai/Virchow2 (gated)", license="CC-BY-NC-ND-4.0",
         paper="Zimmermann et al. 2024, Virchow2: scaling self-supervised mixed magnification models "
               "(arXiv:2408.00738)",
-        code="timm", source=_hub("paige-ai/Virchow2"),
+        random_init=True, code="timm", source=_hub("paige-ai/Virchow2"),
     ),
     EncoderSpec(
         name="gigapath", aliases=("prov-gigapath", "provgigapath"), embed_dim=1536, precision="fp16", gated=True,
         interpolation="bicubic", pooling="class token of forward_features (224 px patch, no 256/224 resize-crop)",
         weights="hf.co/prov-gigapath/prov-gigapath (gated; HEST ran it in fp32)", license="Apache-2.0",
         paper="Xu et al. 2024, A whole-slide foundation model for digital pathology from real-world data (Nature)",
-        code="timm", source=_hub("prov-gigapath/prov-gigapath"),
+        random_init=True, code="timm", source=_hub("prov-gigapath/prov-gigapath"),
     ),
     EncoderSpec(
         name="hoptimus0", aliases=("h-optimus-0", "hoptimus-0"), embed_dim=1536, precision="fp16",
         mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517),
         pooling="class token of forward_features", weights="hf.co/bioptimus/H-optimus-0", license="Apache-2.0",
         paper="Saillard et al. 2024, H-optimus-0 (Bioptimus; github.com/bioptimus/releases)",
-        code="timm", source=_hub("bioptimus/H-optimus-0"),
+        random_init=True, code="timm", source=_hub("bioptimus/H-optimus-0"),
     ),
 )
 

@@ -15,6 +15,11 @@ Resolution order, first match wins:
 
 The fingerprint is ``hub:<repo>@<commit>`` for hub weights and ``sha256:<16 hex>`` of the file otherwise,
 so embeddings made from different weights are never mixed.
+
+``random`` or ``random:SEED`` in place of a path (``--weights random``, or in the config file) builds the
+architecture with its own random initialisation under that seed (default 0): the random-weight control that
+tells how much of a score is the architecture and the protocol rather than pretraining. Its fingerprint is
+``random:seed<N>``, and every table labels such results "(random weights)".
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ log = logging.getLogger("stbench")
 if TYPE_CHECKING:
     from stbench.encoders._base import EncoderSpec
 
-__all__ = ["WeightsSource", "ResolvedWeights", "resolve_weights", "weights_location", "user_config_path", "file_fingerprint"]
+__all__ = ["WeightsSource", "ResolvedWeights", "resolve_weights", "weights_location", "user_config_path", "file_fingerprint",
+           "random_seed_of", "encoder_label", "RANDOM_PREFIX"]
 
 CONFIG_ENV = "STBENCH_CONFIG"
 
@@ -65,8 +71,38 @@ class ResolvedWeights:
 
     path: Path
     fingerprint: str
-    origin: str  # "--weights", "config <file>", "package", "hub <repo>"
+    origin: str  # "--weights", "config <file>", "package", "hub <repo>", "random init (seed N)"
     config: dict[str, Any] = field(default_factory=dict)
+    random_seed: int | None = None  # set: no file; the loader builds the architecture with random init
+
+
+RANDOM_PREFIX = "random"
+
+
+def random_seed_of(value: str | os.PathLike[str]) -> int | None:
+    """``random`` -> 0, ``random:7`` -> 7; None for anything else (a path). A bad seed is an error."""
+    text = str(value).strip()
+    if text.lower() == RANDOM_PREFIX:
+        return 0
+    head, sep, seed = text.partition(":")
+    if head.lower() != RANDOM_PREFIX or not sep:
+        return None
+    try:
+        return int(seed)
+    except ValueError:
+        raise WeightsError(f"{text!r}: random weights take an integer seed, e.g. random:0") from None
+
+
+def encoder_label(encoder: str, fingerprint: str | None) -> str:
+    """How tables name an encoder's results: random-weight controls are never shown as the pretrained model."""
+    if fingerprint and fingerprint.startswith(RANDOM_PREFIX + ":"):
+        return f"{encoder} (random weights)"
+    return encoder
+
+
+def _random(spec: EncoderSpec, seed: int, origin: str) -> ResolvedWeights:
+    return ResolvedWeights(Path(f"{RANDOM_PREFIX}:{seed}"), f"{RANDOM_PREFIX}:seed{seed}",
+                           f"random init, seed {seed} ({origin})", random_seed=seed)
 
 
 def user_config_path() -> Path:
@@ -104,8 +140,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: unreadable config.json ({exc})") from exc
 
 
-def _from_path(spec: EncoderSpec, path: Path, origin: str) -> ResolvedWeights:
-    path = path.expanduser()
+def _from_path(spec: EncoderSpec, value: str | os.PathLike[str], origin: str) -> ResolvedWeights:
+    seed = random_seed_of(value)
+    if seed is not None:
+        return _random(spec, seed, origin)
+    path = Path(value).expanduser()
     if path.is_dir():  # a downloaded repo folder: its weight file and config.json
         files = spec.source.files if spec.source else ("model.safetensors", "pytorch_model.bin")
         found = next((path / f for f in files if (path / f).is_file()), None)
@@ -192,10 +231,10 @@ def resolve_weights(spec: EncoderSpec, override: str | os.PathLike[str] | None =
     """The weights to use for ``spec``, by the module's resolution order; raises WeightsError saying the
     three ways to provide them when none is found."""
     if override:
-        return _from_path(spec, Path(override), "--weights")
+        return _from_path(spec, override, "--weights")
     configured = _user_config_weights().get(spec.name)
     if configured:
-        return _from_path(spec, Path(configured), f"config {user_config_path()}")
+        return _from_path(spec, configured, f"config {user_config_path()}")
     src = spec.source
     if src is not None and src.local is not None:
         try:

@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from stbench.stores import Store
 
 __all__ = ["resolve_device", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings",
-           "PipelineCache"]
+           "PipelineCache", "cached_embedding", "write_sample_embeddings"]
 
 log = logging.getLogger("stbench")
 _AUTOCAST = {"fp16": "float16", "bf16": "bfloat16"}
@@ -182,11 +183,21 @@ def extract_sample(
 ) -> str:
     """Write the embeddings of one sample and register them. Reads: the patch file. Writes: one HDF5 file
     under ``<store>/embeddings/...`` and a row of the ``embeddings`` table. Returns the file path."""
+    loaded = pipeline.loaded
+    path = store.embedding_path(task, loaded.spec.name, loaded.fingerprint, sample.id)
+    row = write_sample_embeddings(pipeline, sample, path, task=task, progress=progress)
+    store.catalog.add_embedding(**row)
+    return row["path"]
+
+
+def write_sample_embeddings(pipeline: Pipeline, sample: Sample, path: Path, *, task: str,
+                            progress: Progress | None = None) -> dict:
+    """Write the embeddings of one sample to ``path`` (atomically: a temporary file renamed into place);
+    the catalog is not touched. Returns the ``embeddings`` row to register (`Catalog.add_embedding`)."""
     from stbench.stores import EmbeddingWriter
 
     loaded = pipeline.loaded
     spec = loaded.spec
-    path = store.embedding_path(task, spec.name, loaded.fingerprint, sample.id)
     with PatchFile(sample.patches) as pf:
         src, n = source_fingerprint(pf), len(pf)
         attrs = {
@@ -212,18 +223,13 @@ def extract_sample(
         finally:
             if progress is not None:
                 progress.remove_task(bar)
-    store.catalog.add_embedding(
-        task=task, encoder=spec.name, weights_fingerprint=loaded.fingerprint, sample_id=sample.id,
-        source_fingerprint=src, path=str(final), n_patches=n, dim=spec.embed_dim,
-        stbench_version=stbench.__version__,
-    )
-    return str(final)
+    return {"task": task, "encoder": spec.name, "weights_fingerprint": loaded.fingerprint, "sample_id": sample.id,
+            "source_fingerprint": src, "path": str(final), "n_patches": n, "dim": spec.embed_dim,
+            "stbench_version": stbench.__version__}
 
 
-def _cached(store: Store, task: Task, encoder: str, fingerprint: str, sample: Sample) -> str | None:
+def cached_embedding(store: Store, task: Task, encoder: str, fingerprint: str, sample: Sample) -> str | None:
     """The registered embedding file for this sample if it exists and matches the patch file."""
-    from pathlib import Path
-
     row = store.catalog.embedding(task.name, encoder, fingerprint, sample.id)
     if row is None or not Path(row["path"]).exists():
         return None
@@ -287,7 +293,7 @@ def ensure_embeddings(
     paths: dict[str, str] = {}
     todo = []
     for sid in ids:
-        cached = _cached(store, task, encoder.name, fingerprint, task.samples[sid])
+        cached = cached_embedding(store, task, encoder.name, fingerprint, task.samples[sid])
         if cached:
             paths[sid] = cached
         else:

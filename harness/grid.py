@@ -19,6 +19,9 @@ command-line option of the same name (a list, or a comma-separated string; ``all
     solver = "exact"                        # one value; default lsqr (exact with alpha cv)
     intercept = false
     pcc = "both"                            # the summary's PCC: pooled | per-sample | both
+
+    [weights]                               # per encoder: a weight file (relative to this file) or random[:SEED]
+    resnet50 = "random"
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL", "PCC_KINDS", "Cell", "CellOutcome", "CellsFailed", "GridFile", "GridPlan", "GridSpec", "cells",
     "expand_all", "make_spec", "narrow_protocol", "plan_grid", "protocol_label", "protocol_variants", "read_grid_file",
-    "run_grid",
+    "run_grid", "weights_by_encoder",
 ]
 
 log = logging.getLogger("stbench")
@@ -73,8 +76,8 @@ def expand_all(names: Iterable[str], available: Sequence[str]) -> list[str]:
 # file key -> GridFile field; the command-line spelling, and a plural for the lists
 _KEYS = {"task": "tasks", "tasks": "tasks", "encoder": "encoders", "encoders": "encoders", "reducer": "reducers",
          "reducers": "reducers", "alpha": "alpha", "genes": "genes", "seed": "seed", "seeds": "seed",
-         "solver": "solver", "intercept": "intercept", "pcc": "pcc"}
-_SHOWN = ("task", "encoder", "reducer", "alpha", "genes", "seed", "solver", "intercept", "pcc")
+         "solver": "solver", "intercept": "intercept", "pcc": "pcc", "weights": "weights"}
+_SHOWN = ("task", "encoder", "reducer", "alpha", "genes", "seed", "solver", "intercept", "pcc", "weights")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class GridFile:
     solver: str | None = None
     intercept: bool | None = None
     pcc: str | None = None
+    weights: tuple[tuple[str, str], ...] | None = None  # (encoder, weight file or random[:SEED])
 
 
 def _strings(path: Path, key: str, value: object, *, numbers: bool = False) -> tuple[str, ...]:
@@ -152,6 +156,10 @@ def read_grid_file(path: str | Path) -> GridFile:
             if value not in PCC_KINDS:
                 raise DataError(path, f"pcc = {value!r}: expected one of {', '.join(PCC_KINDS)}")
             values[name] = value
+        elif name == "weights":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise DataError(path, '[weights] must be a table of encoder = "PATH" or "random", e.g. resnet50 = "random"')
+            values[name] = tuple((k, _near(path.parent, v)) for k, v in value.items())
     return GridFile(path=path, **values)
 
 
@@ -247,6 +255,29 @@ def make_spec(tasks: Sequence[str], encoders: Sequence[str], reducers: Sequence[
         encoders=tuple(dict.fromkeys(registry.resolve(e) for e in expand_all(encoders, registry.names()))),
         reducers=tuple(reducers), protocols=tuple(protocols), pcc=pcc,
     )
+
+
+def weights_by_encoder(given: Sequence[str], encoders: Sequence[str],
+                       from_file: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
+    """encoder -> weights (a file or ``random[:SEED]``) from ``--weights [ENCODER=]VALUE`` over the grid file's
+    [weights]; a bare VALUE needs a grid of one encoder. Names are checked against the grid's encoders."""
+    from stbench.encoders import encoders as registry
+    from stbench.encoders.weights import random_seed_of
+
+    out: dict[str, str] = {}
+    for name, value in [*from_file, *(g.partition("=")[::2] if "=" in g else ("", g) for g in given)]:
+        if not name:
+            if len(encoders) != 1:
+                raise StbenchError(f"--weights {value}: say which encoder, e.g. --weights {encoders[0]}={value}; "
+                                   f"the grid has {len(encoders)} encoders")
+            name = encoders[0]
+        key, value = registry.resolve(name.strip()), value.strip()
+        if key not in encoders:
+            raise StbenchError(f"weights are given for {key}, which is not in the grid ({', '.join(encoders)})")
+        if random_seed_of(value) is None and not Path(value).expanduser().exists():
+            raise StbenchError(f"weights for {key}: {value} does not exist (a weight file, a folder, or random[:SEED])")
+        out[key] = value
+    return out
 
 
 def narrow_protocol(protocol: Protocol, available: set[str], task: str) -> tuple[Protocol, list[str]]:
@@ -378,11 +409,25 @@ def run_grid(
     progress: Progress | None = None,
     on_cell: Callable[[CellOutcome], None] | None = None,
     keep_going: bool = True,
+    weights: dict[str, str] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 1.0,
     **run_kw: Any,
 ) -> list[CellOutcome]:
-    """Run the plan's cells in order (``run_kw``: weights, batch_size, device, compile, force); one overall
-    progress bar counts cells. With ``keep_going`` a failed cell is recorded and the grid goes on; otherwise
-    the first failure is raised."""
+    """Run the plan's cells in order (``weights``: encoder -> weight file or random[:SEED]; ``run_kw``:
+    batch_size, device, compile, force); one overall progress bar counts cells. With ``keep_going`` a failed cell is recorded and the grid goes on; otherwise
+    the first failure is raised.
+
+    ``executor``: ``local`` runs everything in this process; ``ray`` runs extraction and reducer fits as Ray
+    tasks (`stbench.executors`) on the cluster at ``address`` or on a local instance, with the same results."""
+    if executor == "ray":
+        from stbench.executors import run_grid_ray
+
+        return run_grid_ray(plan, store, progress=progress, on_cell=on_cell, keep_going=keep_going, weights=weights,
+                            address=address, gpus_per_task=gpus_per_task, **run_kw)
+    if executor != "local":
+        raise StbenchError(f"--executor must be local or ray, not {executor!r}")
     from stbench.encoders import get_encoder
     from stbench.extract import PipelineCache
     from stbench.runner import run_cells
@@ -398,7 +443,7 @@ def run_grid(
             tracker.enter(block)
             run_cells(block.task, get_encoder(block.encoder), block.reducers, block.protocols, store,
                       progress=progress, pipelines=pipelines, keep_going=keep_going, on_start=tracker.started,
-                      on_cell=tracker.done, **run_kw)
+                      on_cell=tracker.done, weights=(weights or {}).get(block.encoder), **run_kw)
     finally:
         pipelines.release()
         tracker.close()

@@ -24,6 +24,7 @@ import stbench
 from stbench import expression as ex
 from stbench import metrics
 from stbench.errors import DataError
+from stbench.encoders.weights import encoder_label
 from stbench.protocol import Protocol
 from stbench.regression import CV_ALPHAS, cv_alpha, fit_ridge
 from stbench.tasks import PatchFile, Task
@@ -36,9 +37,12 @@ if TYPE_CHECKING:
     from stbench.extract import PipelineCache
     from stbench.reducers import Reducer
     from stbench.stores import Store
+    from stbench.stores.catalog import FoldRecord
 
-__all__ = ["CellFailure", "FittedFold", "FoldPrediction", "ReducerChoice", "RunResult", "check_task", "eval_genes",
-           "fit_fold", "fit_predict_fold", "predict_fold", "prepare_reducers", "run_cells", "run_id_for", "run_task"]
+__all__ = ["CellFailure", "FittedFold", "FoldPrediction", "ReducerChoice", "ReducerPlan", "RunResult",
+           "SnapshotSelections", "check_task", "compute_fold", "eval_genes", "finish_runs", "fit_fold", "fit_predict_fold",
+           "pending_runs", "plan_reducer", "predict_fold", "prepare_reducers", "run_cells", "run_id_for", "run_task",
+           "start_runs", "write_folds"]
 
 log = logging.getLogger("stbench")
 
@@ -66,6 +70,11 @@ class RunResult:
     folds: list[dict]  # fold_results rows
     cached: bool
     sample_pcc: dict[int, dict[str, list[float]]] = field(default_factory=dict)  # fold -> test sample -> gene PCCs
+
+    @property
+    def encoder_label(self) -> str:
+        """The encoder as tables name it ("resnet50 (random weights)" for the random-weight control)."""
+        return encoder_label(self.encoder, self.weights_fingerprint)
 
     @property
     def pcc(self) -> tuple[float, float]:
@@ -128,9 +137,10 @@ def check_task(task: Task, genes: Sequence[str]) -> None:
 
 def run_id_for(task: Task, encoder: str, weights_fingerprint: str, reducer: Reducer, protocol: Protocol) -> str:
     """The identity of a result set: the same inputs always give the same id."""
-    key = json.dumps(
-        [task.name, task.fingerprint, encoder, weights_fingerprint, reducer.name, reducer.options_key(), protocol.fingerprint]
-    )
+    parts = [task.name, task.fingerprint, encoder, weights_fingerprint, reducer.name, reducer.options_key(), protocol.fingerprint]
+    if reducer.version != 1:  # version 1 ids predate the field and stay as they were
+        parts.append(f"{reducer.name}@{reducer.version}")
+    key = json.dumps(parts)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -188,6 +198,26 @@ class _StoreSelections:
     def put(self, kind: str, key: dict[str, Any], value: dict[str, Any]) -> None:
         self.store.catalog.add_selection(task=self.task.name, task_fingerprint=self.task.fingerprint, fold=self.fold,
                                          kind=kind, key=key, value=value, stbench_version=stbench.__version__)
+
+
+class SnapshotSelections:
+    """A gene-selection cache that reads a snapshot of the catalog's selections for one (task, fold) and
+    keeps what is added in ``new``, for the one process that writes the catalog to store (Ray workers)."""
+
+    def __init__(self, snapshot: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+        self.snapshot = dict(snapshot or {})
+        self.new: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    @staticmethod
+    def key(kind: str, key: dict[str, Any]) -> tuple[str, str]:
+        return kind, json.dumps(key, sort_keys=True)
+
+    def get(self, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.snapshot.get(self.key(kind, key))
+
+    def put(self, kind: str, key: dict[str, Any], value: dict[str, Any]) -> None:
+        self.snapshot[self.key(kind, key)] = value
+        self.new.append((kind, key, value))
 
 
 @dataclass
@@ -290,8 +320,9 @@ def _evaluate_fold(
 
 
 def error_message(exc: BaseException) -> str:
-    """How a failure is stored in ``runs.error`` and shown in a grid's summary."""
-    return f"{type(exc).__name__}: {exc}"
+    """How a failure is stored in ``runs.error`` and shown in a grid's summary (an error that came back
+    from another process under another type keeps its original type's name, ``type_name``)."""
+    return f"{getattr(exc, 'type_name', None) or type(exc).__name__}: {exc}"
 
 
 def prepare_reducers(task: Task, encoder: str, choices: Sequence[ReducerChoice]) -> list[Reducer]:
@@ -355,6 +386,10 @@ class CellFailure:
     @property
     def message(self) -> str:
         return error_message(self.error)
+
+    @property
+    def encoder_label(self) -> str:
+        return self.encoder
 
 
 def _run_row(task: Task, encoder: str, fingerprint: str, reducer: Reducer, protocol: Protocol, run_id: str) -> dict:
@@ -423,34 +458,56 @@ def run_cells(
     for reducer in reducers:
         if on_start is not None:
             on_start(reducer)
-        cells = [(p, run_id_for(task, encoder.name, fingerprint, reducer, p)) for p in protocols]
-        todo = {rid: p for p, rid in cells if force or store.catalog.run_status(rid) != "complete"}
+        plan = plan_reducer(task, encoder.name, fingerprint, reducer, protocols, store, force=force)
         errors: dict[str, Exception] = {}
-        for seed in dict.fromkeys(p.seed for p in todo.values()):
-            group = [(_run_row(task, encoder.name, fingerprint, reducer, p, rid), p) for rid, p in todo.items() if p.seed == seed]
+        for seed, group in plan.groups:
             errors.update(_compute_runs(group, reducer, task, data, store, seed=seed, force=force, progress=progress,
                                         device=device))
             if errors and not keep_going:
                 raise next(iter(errors.values()))
-        for p, rid in cells:
-            if rid in errors:
-                out.append(report(CellFailure(task.name, encoder.name, reducer.name, reducer.options_key(), p, rid,
-                                              errors[rid])))
-                continue
-            folds = store.catalog.fold_table(rid).to_dicts()
-            out.append(report(RunResult(rid, task.name, task.synthetic, encoder.name, fingerprint, reducer.name,
-                                        reducer.options_key(), p, folds, rid not in todo, store.catalog.sample_pccs(rid))))
+        out.extend(report(o) for o in plan.outcomes(store, errors))
     return out
 
 
-def _compute_runs(runs: Sequence[tuple[dict, Protocol]], reducer: Reducer, task: Task, data, store: Store, *,  # noqa: ANN001
-                  seed: int, force: bool, progress: Progress | None, device: str | None = None) -> dict[str, Exception]:
-    """Compute the folds the store lacks of result sets that share one reducer fit per fold (same reducer,
-    options and seed; they differ in the ridge or the evaluation genes). Each fold of each run is committed
-    on its own, so a run killed mid-way resumes at its first missing fold. Returns the runs that failed,
-    with their error (their rows are marked failed); a failed fit fails every run that needed it."""
-    from stbench.stores.catalog import FoldRecord
+@dataclass
+class ReducerPlan:
+    """One reducer's cells under every protocol of an (encoder, task): which must be computed, grouped by
+    seed (one reducer fit per fold and seed serves every protocol of the group)."""
 
+    task: Task
+    encoder: str
+    fingerprint: str
+    reducer: Reducer
+    cells: list[tuple[Protocol, str]]  # (protocol, run id), in protocol order
+    todo: dict[str, Protocol]  # run id -> protocol, for the cells not complete in the store (all with force)
+    groups: list[tuple[int, list[tuple[dict, Protocol]]]]  # (seed, [(run row, protocol)])
+
+    def outcome(self, store: Store, protocol: Protocol, run_id: str, error: Exception | None) -> RunResult | CellFailure:
+        """The cell read back from the store, or its failure."""
+        r = self.reducer
+        if error is not None:
+            return CellFailure(self.task.name, self.encoder, r.name, r.options_key(), protocol, run_id, error)
+        return RunResult(run_id, self.task.name, self.task.synthetic, self.encoder, self.fingerprint, r.name,
+                         r.options_key(), protocol, store.catalog.fold_table(run_id).to_dicts(),
+                         run_id not in self.todo, store.catalog.sample_pccs(run_id))
+
+    def outcomes(self, store: Store, errors: dict[str, Exception]) -> list[RunResult | CellFailure]:
+        return [self.outcome(store, p, rid, errors.get(rid)) for p, rid in self.cells]
+
+
+def plan_reducer(task: Task, encoder: str, fingerprint: str, reducer: Reducer, protocols: Sequence[Protocol],
+                 store: Store, *, force: bool) -> ReducerPlan:
+    """The cells of one reducer and the groups of them that must be computed (reads the catalog)."""
+    cells = [(p, run_id_for(task, encoder, fingerprint, reducer, p)) for p in protocols]
+    todo = {rid: p for p, rid in cells if force or store.catalog.run_status(rid) != "complete"}
+    groups = [(seed, [(_run_row(task, encoder, fingerprint, reducer, p, rid), p) for rid, p in todo.items() if p.seed == seed])
+              for seed in dict.fromkeys(p.seed for p in todo.values())]
+    return ReducerPlan(task, encoder, fingerprint, reducer, cells, todo, groups)
+
+
+def start_runs(runs: Sequence[tuple[dict, Protocol]], task: Task, reducer: Reducer, store: Store, *,
+               force: bool) -> dict[str, set[int]]:
+    """Insert (or, with ``force``, reset) the run rows; returns the folds each run already has stored."""
     done: dict[str, set[int]] = {}
     for run, _ in runs:
         run_id = run["run_id"]
@@ -461,47 +518,100 @@ def _compute_runs(runs: Sequence[tuple[dict, Protocol]], reducer: Reducer, task:
         elif done[run_id]:
             log.info("%s/%s/%s: resuming, folds %s already stored", task.name, run["encoder"], reducer.name,
                      sorted(done[run_id]))
+    return done
+
+
+def pending_runs(runs: Sequence[tuple[dict, Protocol]], done: dict[str, set[int]], errors: dict[str, Exception],
+                 fold: int) -> list[tuple[dict, Protocol]]:
+    """The runs that still need ``fold``: not stored yet, and not failed on an earlier fold."""
+    return [(run, p) for run, p in runs if run["run_id"] not in errors and fold not in done[run["run_id"]]]
+
+
+def compute_fold(reducer: Reducer, runs: Sequence[tuple[dict, Protocol]], task: Task,
+                 data: Callable[[], dict[str, _SampleData]], fold, *, seed: int, model_path: Callable[[str, int], Path],  # noqa: ANN001
+                 device: str | None = None, cache=None, progress=None,  # noqa: ANN001
+                 ) -> tuple[dict[str, FoldRecord], dict[str, Exception]]:
+    """Fit ``reducer`` once on the training samples of ``fold`` and evaluate every run of ``runs`` (same
+    reducer, options and seed; they differ in the ridge or the evaluation genes) on it. Pure of the catalog:
+    returns each run's `FoldRecord` or its error (a failed fit fails every run); writes only the fitted
+    model files (``model_path(run_id, fold)``). Both executors call this, the local one in process and the
+    Ray one in a worker."""
+    from stbench.stores.catalog import FoldRecord
+
+    try:
+        fitted = fit_fold(reducer, data(), fold, task, runs[0][0]["encoder"], seed=seed, device=device, cache=cache,
+                          progress=progress)
+        report = reducer.report()
+        if report:
+            log.info("%s %s fold %d: %s", task.name, reducer.name, fold.index, reducer.describe_report())
+    except Exception as exc:  # noqa: BLE001 - recorded on every run that needed this fit
+        log.debug("%s %s fold %d: fit failed", task.name, reducer.name, fold.index, exc_info=True)
+        return {}, {run["run_id"]: exc for run, _ in runs}
+    records: dict[str, FoldRecord] = {}
+    errors: dict[str, Exception] = {}
+    for run, protocol in runs:
+        run_id = run["run_id"]
+        try:
+            genes = _fold_genes(protocol, task, data(), fold.train)
+            out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
+                                 cache=cache, progress=progress, fitted=fitted)
+            model = reducer.save(model_path(run_id, fold.index))
+            records[run_id] = FoldRecord(
+                fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
+                alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
+                summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
+                train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
+                reducer_report=report or None, model_path=None if model is None else str(model),
+                predictions=out["predictions"],
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded on this run; the others go on
+            log.debug("%s %s fold %d: failed", task.name, run_id, fold.index, exc_info=True)
+            errors[run_id] = exc
+    return records, errors
+
+
+def write_folds(runs: Sequence[tuple[dict, Protocol]], records: dict[str, FoldRecord], store: Store,
+                errors: dict[str, Exception]) -> None:
+    """Write each run's fold record (one transaction each); a write that fails is that run's error."""
+    for run, _ in runs:
+        rec = records.get(run["run_id"])
+        if rec is None:
+            continue
+        try:
+            store.catalog.write_fold(run, rec)
+        except Exception as exc:  # noqa: BLE001 - recorded on this run; the others go on
+            log.debug("%s fold %d: write failed", run["run_id"], rec.fold, exc_info=True)
+            errors.setdefault(run["run_id"], exc)
+
+
+def finish_runs(runs: Sequence[tuple[dict, Protocol]], store: Store, errors: dict[str, Exception]) -> None:
+    for run, _ in runs:
+        exc = errors.get(run["run_id"])
+        store.catalog.finish_run(run["run_id"], error=None if exc is None else error_message(exc))
+
+
+def _compute_runs(runs: Sequence[tuple[dict, Protocol]], reducer: Reducer, task: Task, data, store: Store, *,  # noqa: ANN001
+                  seed: int, force: bool, progress: Progress | None, device: str | None = None) -> dict[str, Exception]:
+    """Compute, in this process, the folds the store lacks of result sets that share one reducer fit per
+    fold (`compute_fold`). Each fold of each run is committed on its own, so a run killed mid-way resumes
+    at its first missing fold. Returns the runs that failed, with their error (their rows are marked
+    failed); a failed fit fails every run that needed it."""
+    done = start_runs(runs, task, reducer, store, force=force)
     errors: dict[str, Exception] = {}
     bar = progress.add_task(f"{reducer.name} folds", total=len(task.folds)) if progress else None
     try:
         for fold in task.folds:
-            pending = [(run, p) for run, p in runs if run["run_id"] not in errors and fold.index not in done[run["run_id"]]]
-            cache = _StoreSelections(store, task, fold.index)
-            fitted, report = None, {}
+            pending = pending_runs(runs, done, errors, fold.index)
             if pending:
-                try:
-                    fitted = fit_fold(reducer, data(), fold, task, pending[0][0]["encoder"], seed=seed, device=device,
-                                      cache=cache, progress=progress)
-                    report = reducer.report()
-                    if report:
-                        log.info("%s %s fold %d: %s", task.name, reducer.name, fold.index, reducer.describe_report())
-                except Exception as exc:  # noqa: BLE001 - recorded on every run that needed this fit
-                    log.debug("%s %s fold %d: fit failed", task.name, reducer.name, fold.index, exc_info=True)
-                    errors.update({run["run_id"]: exc for run, _ in pending})
-            for run, protocol in pending if fitted is not None else ():
-                run_id = run["run_id"]
-                try:
-                    genes = _fold_genes(protocol, task, data(), fold.train)
-                    out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
-                                         cache=cache, progress=progress, fitted=fitted)
-                    model = reducer.save(store.model_path(run_id, fold.index))
-                    store.catalog.write_fold(run, FoldRecord(
-                        fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
-                        alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],
-                        summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
-                        train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
-                        reducer_report=report or None, model_path=None if model is None else str(model),
-                        predictions=out["predictions"],
-                    ))
-                except Exception as exc:  # noqa: BLE001 - recorded on this run; the others go on
-                    log.debug("%s %s fold %d: failed", task.name, run_id, fold.index, exc_info=True)
-                    errors[run_id] = exc
+                records, failed = compute_fold(reducer, pending, task, data, fold, seed=seed, device=device,
+                                               cache=_StoreSelections(store, task, fold.index), progress=progress,
+                                               model_path=store.model_path)
+                errors.update(failed)
+                write_folds(pending, records, store, errors)
             if progress is not None:
                 progress.advance(bar)
     finally:
         if progress is not None:
             progress.remove_task(bar)
-    for run, _ in runs:
-        exc = errors.get(run["run_id"])
-        store.catalog.finish_run(run["run_id"], error=None if exc is None else error_message(exc))
+    finish_runs(runs, store, errors)
     return errors

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stbench.errors import StoreError
+from stbench.encoders.weights import encoder_label
 
 if TYPE_CHECKING:
     import polars as pl
@@ -171,7 +172,9 @@ def _load(cat: Catalog, store_root: Path, *, include_synthetic: bool) -> Leaderb
         ps_folds = [per_sample.get(rid, {}).get(int(f["fold"])) for f in fr]
         ps_mean, ps_std = _mean_std([math.nan if v is None else v for v in ps_folds]) if ps_folds else (None, None)
         runs.append({
-            "run_id": rid, "task": s["task"], "synthetic": bool(s["synthetic"]), "encoder": s["encoder"],
+            # "encoder" is the name every view groups and shows: a random-weight control is its own row
+            "run_id": rid, "task": s["task"], "synthetic": bool(s["synthetic"]),
+            "encoder": encoder_label(s["encoder"], s["weights_fingerprint"]), "encoder_name": s["encoder"],
             "weights_fingerprint": s["weights_fingerprint"], "reducer": s["reducer"], "reducer_options": options,
             "variant": label, "is_default_variant": known and label == "", "alpha_rule": s["alpha_rule"],
             "gene_rule": s["gene_rule"], "solver": s["solver"], "seed": s["seed"],

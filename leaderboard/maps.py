@@ -185,12 +185,13 @@ def embedding_view(store: Store, board: Leaderboard, task: str, *, method: str =
     runs = [r for r in board.included if r["shown"] and r["task"] == task and r["encoder"] == encoder]
     ref = boosters[0] if boosters else runs[0]
     test, train = ref["test_samples"][0], ref["train_samples"][0]
-    recorded = store.catalog.embedding_paths(task, encoder, ref["weights_fingerprint"])
+    name = ref["encoder_name"]  # the registered name keys the store; ``encoder`` may be a label
+    recorded = store.catalog.embedding_paths(task, name, ref["weights_fingerprint"])
 
     def load(samples: list[str]) -> tuple[np.ndarray, list[tuple[str, str]], np.ndarray] | None:
         parts = []
         for s in samples:
-            path = _resolve(recorded.get(s), embedding_path(store.root, task, encoder, ref["weights_fingerprint"], s))
+            path = _resolve(recorded.get(s), embedding_path(store.root, task, name, ref["weights_fingerprint"], s))
             if path is None:
                 return None
             parts.append((s, read_embeddings(path)))
@@ -203,7 +204,7 @@ def embedding_view(store: Store, board: Leaderboard, task: str, *, method: str =
     fitted = load(train) if train else None
     if loaded is None or fitted is None:
         return {"available": False, "reason": f"the embedding files of {encoder} for this task are not in the store "
-                                              f"(rerun `bench run --task {task} --encoder {encoder}` to recompute them)"}
+                                              f"(rerun `bench run --task {task} --encoder {name}` to recompute them)"}
     X, keys, coords = loaded
     keep = _subsample(len(X), max_spots, seed)
     X, keys, coords = X[keep], [keys[i] for i in keep], coords[keep]

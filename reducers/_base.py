@@ -59,6 +59,9 @@ class Reducer(ABC):
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    # Bumped when the same options can give other numbers (a changed algorithm or numerics): part of every
+    # result's identity from 2 on, so results made by another implementation are never read back as these.
+    version: ClassVar[int] = 1
 
     @dataclass(frozen=True)
     class Options:

@@ -19,6 +19,7 @@ A fold's rows are written in one transaction; a run is marked complete only afte
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
-__all__ = ["Catalog", "MIGRATIONS", "SCHEMA_VERSION", "FoldRecord"]
+__all__ = ["Catalog", "MIGRATIONS", "NO_CATALOG_ENV", "SCHEMA_VERSION", "FoldRecord"]
+
+# Set in processes that must not open the catalog (the Ray executor's workers): one writer, the driver.
+NO_CATALOG_ENV = "STBENCH_NO_CATALOG"
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -121,6 +125,9 @@ class Catalog:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         import duckdb
 
+        if os.environ.get(NO_CATALOG_ENV):
+            raise StoreError(f"this process may not open the catalog {path} ({NO_CATALOG_ENV} is set: it is a "
+                             "worker, and only the driver writes the catalog)")
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise StoreError(f"no catalog at {self.path}: run `bench run` first or pass --store")
@@ -287,6 +294,12 @@ class Catalog:
         row = self._one("SELECT value FROM gene_selections WHERE task_fingerprint=? AND fold=? AND kind=? AND key=?",
                         [task_fingerprint, fold, kind, json.dumps(key, sort_keys=True)])
         return None if row is None else json.loads(row[0])
+
+    def selections(self, task_fingerprint: str, fold: int) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every stored selection of one task fold: ``{(kind, key as canonical JSON): value}``."""
+        rows = self.con.execute("SELECT kind, key, value FROM gene_selections WHERE task_fingerprint=? AND fold=?",
+                                [task_fingerprint, fold]).fetchall()
+        return {(kind, key): json.loads(value) for kind, key, value in rows}
 
     def add_selection(self, *, task: str, task_fingerprint: str, fold: int, kind: str, key: dict[str, Any],
                       value: dict[str, Any], stbench_version: str) -> None:

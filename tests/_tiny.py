@@ -71,7 +71,8 @@ def tiny_encoder(fail_after: int | None = None):
 
     def load(weights):
         model = Tiny()
-        model.load_state_dict(torch.load(weights.path, weights_only=True))
+        if weights.random_seed is None:  # else --weights random: Tiny's own init, seeded by Encoder.load
+            model.load_state_dict(torch.load(weights.path, weights_only=True))
         return model
 
     spec = EncoderSpec(name="test-tiny-cnn", embed_dim=8, weights="random (seed 0)", license="test", input_size=32,

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stbench.data.her2st import PATCH_UM, _cut, import_her2st
+from stbench.data.her2st import PATCH_UM, import_her2st
+from stbench.data.layout import cut_patch as _cut
 from stbench.errors import DataError, StbenchError
 from stbench.expression import read_counts
 from stbench.tasks import PatchFile, open_task

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -41,7 +43,7 @@ def _counting_encoder(name: str) -> Encoder:
         model.register_forward_hook(lambda _m, args, _out: PATCHES.update({name: len(args[0])}))
         return model
 
-    return Encoder(dataclasses.replace(base.spec, name=name), load)
+    return Encoder(dataclasses.replace(base.spec, name=name, random_init=True), load)
 
 
 class GridSpy(Reducer):
@@ -203,7 +205,9 @@ def test_grid_file_errors_are_one_line_and_nothing_is_written(root, tmp_path, co
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--encoder", "test-grid-a,test-grid-b", "--weights", "w.pt"], "--weights names one encoder's weight file"),
+    (["--encoder", "test-grid-a,test-grid-b", "--weights", "w.pt"], "--weights w.pt: say which encoder"),
+    (["--encoder", "test-grid-a", "--weights", "test-grid-b=w.pt"], "test-grid-b, which is not in the grid"),
+    (["--weights", "random:x"], "random weights take an integer seed"),
     (["--seed", "1,x"], "--seed '1,x': expected an integer"),
     (["--pcc", "mean"], "Invalid value for '--pcc'"),
 ])
@@ -333,6 +337,42 @@ def test_pam50_panel_evaluates_the_genes_every_sample_has_and_lists_the_others(r
     with Store(store) as st:
         genes = st.catalog.gene_table(run_ids=[runs["file"]["run_id"]])
     assert sorted(set(genes["gene"])) == sorted(PAM50[1:40])
+
+
+def test_weights_per_encoder_from_the_grid_file_and_the_command_line(root, tmp_path):
+    """[weights] in the grid file, overridden by --weights ENCODER=VALUE: each encoder's runs carry its
+    own weights fingerprint, and random weights are labelled wherever results are shown."""
+    from stbench.encoders.weights import file_fingerprint
+
+    own = tmp_path / "own.pt"
+    own.write_bytes((Path(tempfile.gettempdir()) / "stbench-tests" / "tiny-cnn.pt").read_bytes())
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text('task = "tiny"\nencoder = ["test-grid-a", "test-grid-b"]\nreducer = "identity"\n'
+                   '[weights]\ntest-grid-a = "own.pt"\ntest-grid-b = "random:5"\n')
+    store = tmp_path / "store"
+    result = _bench(root, store, "--config", str(cfg), "--weights", "test-grid-b=random:3")
+    assert result.exit_code == 0, result.output
+    fps = {r["encoder"]: r["weights_fingerprint"] for r in _runs(store)}
+    assert fps == {"test-grid-a": file_fingerprint(own), "test-grid-b": "random:seed3"}
+    assert "test-grid-b (random weights)" in result.output and "test-grid-a (random weights)" not in result.output
+
+
+def test_random_weights_of_a_real_architecture_are_seeded_and_refused_where_unsupported():
+    import torch
+
+    from stbench.encoders import get_encoder
+    from stbench.errors import WeightsError
+
+    enc = get_encoder("resnet50")
+    a, b, c = enc.load("random"), enc.load("random:0"), enc.load("random:1")
+    assert a.fingerprint == "random:seed0" and c.fingerprint == "random:seed1" and a.origin.startswith("random init")
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["net.conv1.weight"], sc["net.conv1.weight"])
+    with torch.no_grad():
+        assert a.model(torch.rand(1, 3, 224, 224)).shape == (1, 1024)
+    with pytest.raises(WeightsError, match="phikon: random weights are not available for this encoder"):
+        get_encoder("phikon").load("random")
 
 
 def test_read_grid_file_reports_a_missing_file(tmp_path):

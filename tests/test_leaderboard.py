@@ -423,3 +423,21 @@ def test_protocol_labels_and_tied_ranks():
     assert protocol_label({"alpha": "hest", "solver": "exact", "genes": "file", "gene_list": ["A", "B"],
                            "panel": "pam50", "intercept": True, "seed": 2}) == "HEST α · solver exact · genes PAM50 (2) · intercept · seed 2"
     assert rank_desc({"a": 0.5, "b": 0.7, "c": 0.5, "d": None}) == {"a": 2, "b": 1, "c": 2, "d": None}
+
+
+def test_a_random_weight_control_is_its_own_labelled_row(store, tmp_path):
+    """Runs of the same encoder with random weights (fingerprint random:seedN) are never shown as, or ranked
+    with, the pretrained encoder's: they get their own row, named '... (random weights)'."""
+    import shutil
+
+    import duckdb
+    from stbench.leaderboard.data import load_leaderboard
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    con = duckdb.connect(str(copy / "catalog.duckdb"))
+    con.execute("UPDATE runs SET weights_fingerprint = 'random:seed0' WHERE encoder = ?", [SECOND])
+    con.close()
+    board = load_leaderboard(copy, include_synthetic=True)
+    names = {(r["encoder"], r["encoder_name"]) for r in board.runs}
+    assert names == {("test-tiny-cnn", "test-tiny-cnn"), (f"{SECOND} (random weights)", SECOND)}

@@ -228,3 +228,22 @@ def test_spot_predictions_are_stored_and_rescore_to_the_stored_pcc(root, tmp_pat
         stored = genes.filter(genes["fold"] == f["fold"]).sort("gene")["pcc"].to_numpy()
         np.testing.assert_allclose(pearson_per_gene(y_true, y_pred), stored, atol=1e-4)
         assert fold["x"].null_count() == 0 and len(set(fold["barcode"])) == f["n_test"]
+
+
+def test_a_new_reducer_version_is_a_new_result_set_and_version_1_ids_are_unchanged(tmp_path):
+    """A reducer whose numerics changed bumps ``version``: its results get new ids, so the store never reads
+    back numbers made by the old implementation as the new one's; version-1 ids keep their old form."""
+    import hashlib
+
+    task = open_task("tiny", make_tiny_task(tmp_path / "data").parent)
+    pca = reducers.get("pca")()
+    protocol = Protocol.from_options()
+    v1 = runner.run_id_for(task, "enc", "sha256:0", pca, protocol)
+    old_form = json.dumps([task.name, task.fingerprint, "enc", "sha256:0", "pca", pca.options_key(), protocol.fingerprint])
+    assert v1 == hashlib.sha256(old_form.encode()).hexdigest()[:16]
+
+    class PCA2(type(pca)):
+        version = 2
+
+    assert runner.run_id_for(task, "enc", "sha256:0", PCA2(), protocol) != v1
+    assert reducers.get("bpbooster-random").version == 2  # fused Adam changed its numbers

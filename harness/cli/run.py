@@ -197,7 +197,7 @@ def print_results(results, *, title: str = "Results", pcc: str = "pooled") -> No
     for col, kw in columns:
         table.add_column(col, **kw)
     for r, status, error, p in rows:
-        cells = [escape(r.task), escape(r.encoder), escape(_reducer_text(r))]
+        cells = [escape(r.task), escape(r.encoder_label), escape(_reducer_text(r))]
         if status is None and r.cached:
             cells[-1] += " [dim](cached)[/]"
         cells += [escape(labels[p.fingerprint])] if len(variants) > 1 else []
@@ -224,7 +224,7 @@ def print_results(results, *, title: str = "Results", pcc: str = "pooled") -> No
         out.print(f"[dim]protocol{' ' + escape(label) if label else ''}: {escape(p.describe())} · fingerprint {fp}[/]")
     several = len({(r.task, r.encoder) for r, _ in done}) > 1
     for r, label in done:
-        name = " · ".join([*([r.task, r.encoder] if several else []), _reducer_text(r)]) + (f" [{label}]" if label else "")
+        name = " · ".join([*([r.task, r.encoder_label] if several else []), _reducer_text(r)]) + (f" [{label}]" if label else "")
         per_sample = {f: per_sample_fold_score(s) for f, s in r.sample_pcc.items()} if pcc != "pooled" else {}
         per_fold = ", ".join(
             f"fold {f['fold']}: {_fmt(f['pcc_mean'])} ("
@@ -246,7 +246,7 @@ def _cell_line(o, protocols) -> str:  # noqa: ANN001 - a CellOutcome, the grid's
 
     c, r = o.cell, o.result
     label = protocol_label(c.protocol, protocols)
-    what = escape(" · ".join([c.encoder, c.task, _reducer_text(r)] + ([label] if label else [])))
+    what = escape(" · ".join([r.encoder_label, c.task, _reducer_text(r)] + ([label] if label else [])))
     if o.status == "failed":
         return f"[bold red]FAILED[/] {what}: {escape(o.error or '')}"
     mean, std = r.pcc
@@ -286,7 +286,11 @@ def _protocol_options(*, grid: bool) -> Callable:
 protocol_options = _protocol_options(grid=False)
 
 execution_options = _options(
-    click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Use this weight file for the encoder."),
+    click.option("--weights", multiple=True, metavar="[ENCODER=]PATH|random[:SEED]",
+                 help="The encoder's weight file (or a folder with config.json), instead of the configured, packaged "
+                      "or hub weights; random[:SEED] builds the architecture with random weights (a control, shown "
+                      "as 'random weights'). In a grid of several encoders say which: --weights resnet50=random. "
+                      "Repeatable."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Patches per forward pass and per read. [default: 16 per forward and 128 per read on CPU; "
                       "on a GPU the largest power of two up to 512 that fits in memory]"),
@@ -333,14 +337,16 @@ def _run_plan(plan, *, store, progress, keep_going: bool, on_cell=None, **run_kw
 
 
 def execute(task_names: list[str], encoders_: list[str], choices, protocol, *, data_root, store, progress,  # noqa: ANN001, ANN201
-            **run_kw):
+            weights: Sequence[str] = (), **run_kw):
     """Run every encoder with the chosen reducers on the tasks (creating the synthetic demo if it is asked
     for and absent), as a grid of one protocol; returns the RunResults in order, raising the first failure."""
-    from stbench.grid import make_spec, plan_grid
+    from stbench.grid import make_spec, plan_grid, weights_by_encoder
 
     root = _data_root(task_names, data_root)
     plan = plan_grid(make_spec(task_names, encoders_, choices, [protocol], root), root)
-    return [o.result for o in _run_plan(plan, store=store, progress=progress, keep_going=False, **run_kw)]
+    weights = weights_by_encoder(weights, plan.spec.encoders)
+    return [o.result for o in _run_plan(plan, store=store, progress=progress, keep_going=False, weights=weights,
+                                        **run_kw)]
 
 
 def _given(name: str) -> bool:
@@ -371,6 +377,8 @@ value; --reducer picks among the file's reducer variants; --reducer-opt and --ge
   seed = [1, 2]
   solver = "exact"                           # optional; intercept = true|false
   pcc = "both"                               # pooled | per-sample | both
+  [weights]                                  # per encoder: a weight file or random[:SEED]
+  resnet50 = "random"
 """
 
 
@@ -395,8 +403,19 @@ value; --reducer picks among the file's reducer variants; --reducer-opt and --ge
               help="PCC in the summary: over the pooled test spots of a fold (HEST), the mean over test samples of "
                    "each sample's PCC, or both (both are stored for every result).")
 @execution_options
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: everything in this process. ray: extraction per (encoder, sample) and reducer fits per "
+                   "(encoder, task, reducer, seed, fold) as Ray tasks, a GPU each with --device cuda (or auto where "
+                   "the cluster has GPUs); only this process writes the catalog. Needs pip install \"stbench[ray]\".")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: an existing Ray cluster (auto, or ray://HOST:10001); the store and data "
+                   "root must be on a filesystem every node sees. [default: start a local Ray instance]")
+@click.option("--gpus-per-task", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="With --executor ray on GPUs: the GPU share each extraction or BP-Booster fit declares (0.5: two "
+                   "per GPU).")
 def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_config, gene_sets, genes, solver, alpha,  # noqa: ANN001, ANN201, PLR0913
-        intercept, seed, pcc, weights, batch_size, compile_, device, force, progress, data_root, store):
+        intercept, seed, pcc, weights, batch_size, compile_, device, force, progress, data_root, store, executor, address,
+        gpus_per_task):
     """Benchmark encoders x reducers on tasks under the HEST protocol and store every number.
 
     Embeddings are computed once per (task, encoder weights, sample) and reused; results already in the
@@ -411,7 +430,15 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
     """
     quiet_library_warnings()
     from stbench.errors import StbenchError
-    from stbench.grid import CellsFailed, GridFile, make_spec, plan_grid, protocol_variants, read_grid_file
+
+    if executor == "ray":
+        from stbench.executors import require_ray
+
+        require_ray()  # before any work: a missing extra is a one-line error
+    elif address or _given("gpus_per_task"):
+        raise StbenchError("--address and --gpus-per-task apply to --executor ray")
+    from stbench.grid import (CellsFailed, GridFile, make_spec, plan_grid, protocol_variants, read_grid_file,
+                              weights_by_encoder)
     from stbench.settings import store_root
 
     spec_file = read_grid_file(grid_file) if grid_file else GridFile()
@@ -429,15 +456,15 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
     pcc = pcc if _given("pcc") else spec_file.pcc or "pooled"
     root = _data_root(task_names, data_root)
     spec = make_spec(task_names, encoder_list, choices, protocols, root, pcc=pcc)
-    if weights and len(spec.encoders) > 1:
-        raise StbenchError(f"--weights names one encoder's weight file; the grid has {len(spec.encoders)} encoders")
+    weights_map = weights_by_encoder(weights, spec.encoders, spec_file.weights or ())
     plan = plan_grid(spec, root)
     def on_cell(bar, outcome) -> None:  # noqa: ANN001
         if plan.n_cells > 1:
             bar.console.print(_cell_line(outcome, spec.protocols), soft_wrap=True)
 
-    outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights,
-                         batch_size=batch_size, device=device, compile=compile_, force=force)
+    outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights_map,
+                         batch_size=batch_size, device=device, compile=compile_, force=force, executor=executor,
+                         address=address, gpus_per_task=gpus_per_task)
     print_results(outcomes, pcc=pcc)
     console().print(f"[dim]store: {store_root(store)}[/]")
     failed = [o for o in outcomes if o.status == "failed"]
@@ -499,6 +526,13 @@ def _print_frame(df, *, synthetic: bool) -> None:  # noqa: ANN001
     cols = [c for c in df.columns if c not in hidden] if "pcc_mean" in df.columns else df.columns
     for c in cols:
         table.add_column(c)
+    if "weights_fingerprint" in df.columns and "encoder" in cols:
+        import polars as pl
+
+        from stbench.encoders.weights import encoder_label
+
+        df = df.with_columns(pl.struct("encoder", "weights_fingerprint").map_elements(
+            lambda s: encoder_label(s["encoder"], s["weights_fingerprint"]), return_dtype=pl.String).alias("encoder"))
     for row in df.select(cols).iter_rows():
         table.add_row(*[_fmt(v) if isinstance(v, float) else escape(str(v)) for v in row])
     console().print(table)

@@ -8,30 +8,24 @@ Source layout (as in the almaan/her2st repository)::
 
 The images carry no usable scale (EXIF says 72 dpi), so the scale is fitted per section from the spot grid:
 legacy ST spots sit on a 200 um centre-to-centre grid. Each spot becomes one patch covering 112 um,
-resampled to 224 x 224 px (0.5 um/px) like HEST's patches. The resampling is an upscale (~163 -> 224 px),
-so PIL's bilinear filter is used; box/area filtering only matters when shrinking.
+resampled to 224 x 224 px (0.5 um/px) like HEST's patches (cut and written by `stbench.data.assemble`).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-import stbench
-from stbench.data.layout import TaskWriter, leave_one_group_out
-from stbench.errors import DataError
+from stbench.data.assemble import SampleSource, make_folds, write_task
+from stbench.data.layout import PATCH_PX, PATCH_UM, TARGET_UM_PER_PX
+from stbench.errors import DataError, StbenchError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from anndata import AnnData
-    from PIL import Image as PILImage
     from scipy.sparse import csr_matrix
 
 __all__ = ["import_her2st", "SPOT_PITCH_UM", "PATCH_UM", "PATCH_PX", "TARGET_UM_PER_PX"]
@@ -39,27 +33,6 @@ __all__ = ["import_her2st", "SPOT_PITCH_UM", "PATCH_UM", "PATCH_PX", "TARGET_UM_
 log = logging.getLogger("stbench")
 
 SPOT_PITCH_UM = 200.0  # legacy ST: array units are 200 um apart
-PATCH_UM = 112.0  # HEST's field of view per patch
-PATCH_PX = 224
-TARGET_UM_PER_PX = PATCH_UM / PATCH_PX  # 0.5
-_CHUNK = 64  # patches per write: bounds memory to ~10 MB of uint8
-_MAX_PIXELS = 400_000_000  # the JPEGs are ~92 Mpx; PIL's bomb guard (89 Mpx) would refuse them
-
-
-@dataclass
-class _Section:
-    """One section after the spot join: counts and coordinates in the same (count-file) spot order."""
-
-    id: str
-    patient: str
-    image: Path
-    barcodes: list[str]
-    spots: pd.DataFrame  # array_x, array_y, pixel_x, pixel_y; index = barcodes
-    counts: csr_matrix
-    genes: list[str]
-    um_per_px: float
-    n_dropped: int  # selected spotfile rows without a count row
-    n_unplaced: int  # count rows without a selected spotfile row
 
 
 def _read_counts(path: Path) -> tuple[list[str], list[str], csr_matrix]:
@@ -104,7 +77,7 @@ def _find_image(source: Path, section: str) -> Path | None:
     return images[0] if images else None
 
 
-def _load_section(source: Path, section: str, image: Path) -> _Section | str:
+def _load_section(source: Path, section: str, image: Path) -> SampleSource | str:
     """Join spotfile rows to count rows; a string return is the reason to skip the section."""
     import pandas as pd
 
@@ -135,106 +108,17 @@ def _load_section(source: Path, section: str, image: Path) -> _Section | str:
             "pixel_x": sf.loc[kept, "pixel_x"].to_numpy(float),
             "pixel_y": sf.loc[kept, "pixel_y"].to_numpy(float),
         },
-        index=pd.Index(kept, name="barcode"),
     )
     um_per_px = _fit_um_per_px(spots)
     if not 0.05 < um_per_px < 10:  # a broken spot file, not a microscope
         raise DataError(spot_file, f"spot grid gives an implausible scale of {um_per_px:.3g} um/px")
-    return _Section(
-        id=section, patient=section[0], image=image, barcodes=kept, spots=spots, counts=counts[keep],
-        genes=genes, um_per_px=um_per_px, n_dropped=len(sf) - len(kept),
-        n_unplaced=len(barcodes) - len(kept),
+    n_dropped, n_unplaced = len(sf) - len(kept), len(barcodes) - len(kept)
+    return SampleSource(
+        id=section, image=image, barcodes=kept, centres=spots[["pixel_x", "pixel_y"]].to_numpy(float),
+        um_per_px=um_per_px, counts=counts[keep], genes=genes, obs=spots, patient=section[0],
+        info={"um_per_px": round(um_per_px, 5), "n_spots": len(kept), "n_dropped": n_dropped,
+              "n_unplaced": n_unplaced},
     )
-
-
-def _to_anndata(sec: _Section, genes: list[str]) -> AnnData:
-    """Raw counts of the section's joined spots for ``genes`` (float32 CSR, integer-valued)."""
-    import anndata as ad
-    import pandas as pd
-
-    first: dict[str, int] = {}
-    for i, g in enumerate(sec.genes):  # first occurrence if a symbol repeats
-        first.setdefault(g, i)
-    col = [first[g] for g in genes]
-    obs = sec.spots.copy()
-    obs.index = obs.index.astype(str)
-    obs.index.name = None
-    adata = ad.AnnData(X=sec.counts[:, col], obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
-    adata.obsm["spatial"] = sec.spots[["pixel_x", "pixel_y"]].to_numpy(np.float64)
-    adata.uns["um_per_px"] = sec.um_per_px
-    return adata
-
-
-def _crop_boxes(sec: _Section) -> tuple[int, np.ndarray]:
-    """Patch side in source pixels and each spot's crop top-left corner (integers, may be negative)."""
-    side = int(round(PATCH_UM / sec.um_per_px))
-    centres = sec.spots[["pixel_x", "pixel_y"]].to_numpy(float)
-    return side, np.rint(centres - side / 2).astype(np.int64)
-
-
-def _cut(image: PILImage.Image, x0: int, y0: int, side: int) -> np.ndarray:
-    """One (224, 224, 3) uint8 patch; where the box leaves the image the patch is white, not PIL's black."""
-    from PIL import Image
-
-    w, h = image.size
-    box = (x0, y0, x0 + side, y0 + side)
-    if x0 >= 0 and y0 >= 0 and box[2] <= w and box[3] <= h:
-        crop = image.crop(box)
-    else:
-        crop = Image.new("RGB", (side, side), (255, 255, 255))
-        inner = (max(x0, 0), max(y0, 0), min(box[2], w), min(box[3], h))
-        if inner[0] < inner[2] and inner[1] < inner[3]:
-            crop.paste(image.crop(inner), (inner[0] - x0, inner[1] - y0))
-    return np.asarray(crop.resize((PATCH_PX, PATCH_PX), Image.BILINEAR), dtype=np.uint8)
-
-
-def _open_image(path: Path) -> PILImage.Image:
-    """Decode the whole JPEG once; crops then come from memory."""
-    from PIL import Image
-
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = _MAX_PIXELS  # only for this open, not for the rest of the process
-    try:
-        image = Image.open(path)
-        image.load()
-    except OSError as exc:
-        raise DataError(path, f"cannot read image ({exc})") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    if image.mode != "RGB":  # convert() copies ~280 MB, so only when needed
-        rgb = image.convert("RGB")
-        image.close()
-        image = rgb
-    return image
-
-
-def _patches(sec: _Section, corners: np.ndarray, side: int, advance: Callable[[int], None]) -> Iterator[np.ndarray]:
-    """Patches of one section in spot order, in uint8 chunks of ``_CHUNK``."""
-    image = _open_image(sec.image)
-    try:
-        for start in range(0, len(corners), _CHUNK):
-            block = np.stack([_cut(image, int(x), int(y), side) for x, y in corners[start : start + _CHUNK]])
-            advance(len(block))
-            yield block
-    finally:
-        image.close()
-
-
-@contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]:
-    """Yields ``step(section, n)``: a rich bar over spots on stderr when enabled, a no-op otherwise."""
-    if not enabled:
-        yield lambda section, n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("her2st {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("", total=total)
-        yield lambda section, n: bar.update(task, advance=n, description=section)
 
 
 def _discover(source: Path) -> list[str]:
@@ -268,9 +152,11 @@ def import_her2st(
     if split not in ("patient", "section"):
         raise ValueError(f"split must be 'patient' or 'section', not {split!r}")
     sections = _discover(source)
-    writer = TaskWriter(root, name, overwrite=overwrite)  # fails now, before any work, if the task exists
+    rule = "patient" if split == "patient" else "sample"
+    if (root / name).exists() and not overwrite:  # fail before reading any count table
+        raise StbenchError(f"{root / name} already exists; pass --overwrite to replace it")
 
-    loaded: list[_Section] = []
+    loaded: list[SampleSource] = []
     skipped: dict[str, str] = {}
     for sid in sections:
         image = _find_image(source, sid)
@@ -279,48 +165,19 @@ def import_her2st(
             skipped[sid] = result
             log.warning("her2st: skipping section %s: %s", sid, result)
             continue
-        if result.n_dropped:
-            log.info("her2st: %s: %d selected spots have no count row, dropped", sid, result.n_dropped)
+        if result.info["n_dropped"]:
+            log.info("her2st: %s: %d selected spots have no count row, dropped", sid, result.info["n_dropped"])
         loaded.append(result)
     if not loaded:
         raise DataError(source, f"no section has counts, spots and an image (skipped: {skipped})")
-
-    # Genes present in every section, in the first section's column order (deterministic).
-    common = set(loaded[0].genes).intersection(*(s.genes for s in loaded[1:]))
-    genes = list(dict.fromkeys(g for g in loaded[0].genes if g in common))
-    groups = {s.id: (s.patient if split == "patient" else s.id) for s in loaded}
-    folds = leave_one_group_out(groups)  # raises early when fewer than two groups remain
-
-    adatas = []
-    with writer, _progress(progress, sum(len(s.barcodes) for s in loaded)) as step:
-        for sec in loaded:
-            adata = _to_anndata(sec, genes)
-            side, corners = _crop_boxes(sec)
-            writer.add_sample(
-                sec.id,
-                patches=_patches(sec, corners, side, lambda n, sid=sec.id: step(sid, n)),
-                n_patches=len(sec.barcodes), barcodes=sec.barcodes, coords=corners, counts=adata,
-                patch_size=PATCH_PX,
-                attrs={"pixel_size": TARGET_UM_PER_PX, "patch_size_target": PATCH_PX,
-                       "source_um_per_px": sec.um_per_px, "source_patch_px": side},
-            )
-            adatas.append(adata)
-        from stbench.expression import hest_gene_rule
-
-        top50 = hest_gene_rule(adatas)
-        meta = {
-            "synthetic": False,
-            "source": "her2st (Andersson et al. 2021, Nat Commun)",
-            "importer": "stbench.data.her2st",
-            "split": split,
-            "gene_rule": "HEST: highly variable genes chosen on all sections (test included)",
-            "n_genes_common": len(genes),
-            "sections": {
-                s.id: {"patient": s.patient, "um_per_px": round(s.um_per_px, 5), "n_spots": len(s.barcodes),
-                       "n_dropped": s.n_dropped, "n_unplaced": s.n_unplaced}
-                for s in loaded
-            },
-            "skipped": skipped,
-            "stbench_version": stbench.__version__,
-        }
-        return writer.commit(folds, top50, meta)
+    patients = {s.id: s.patient for s in loaded}
+    make_folds(rule, [s.id for s in loaded], patients)  # raises before any patch when fewer than two groups remain
+    meta = {
+        "source": "her2st (Andersson et al. 2021, Nat Commun)",
+        "importer": "stbench.data.her2st",
+        "split": split,
+        "gene_rule": "HEST: highly variable genes chosen on all sections (test included)",
+        "skipped": skipped,
+    }
+    return write_task(loaded, root, name, split=rule, patients=patients, meta=meta, overwrite=overwrite,
+                      show_progress=progress, label="her2st", samples_key="sections")

@@ -11,7 +11,8 @@ import csv
 import json
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,142 @@ from stbench.tasks import GENES_FILE, TASK_META
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from PIL import Image as PILImage
 
-__all__ = ["TaskWriter", "leave_one_group_out"]
+__all__ = [
+    "TaskWriter", "leave_one_group_out", "kfold_groups", "PATCH_UM", "PATCH_PX", "TARGET_UM_PER_PX",
+    "patch_boxes", "open_image", "image_size", "cut_patch", "iter_patches", "background_mask", "progress",
+]
+
+PATCH_UM = 112.0  # HEST's field of view per patch
+PATCH_PX = 224
+TARGET_UM_PER_PX = PATCH_UM / PATCH_PX  # 0.5
+_CHUNK = 64  # patches per write: bounds memory to ~10 MB of uint8
+# Whole-slide H&E exports reach ~25k x 25k px; PIL's bomb guard (89 Mpx) would refuse every one of them.
+_MAX_PIXELS = 2_000_000_000
+
+
+def patch_boxes(centres: np.ndarray, um_per_px: float) -> tuple[int, np.ndarray]:
+    """Side in image pixels of a `PATCH_UM` patch and each centre's crop top-left corner (ints, may be < 0)."""
+    side = max(1, int(round(PATCH_UM / um_per_px)))
+    return side, np.rint(np.asarray(centres, dtype=float).reshape(-1, 2) - side / 2).astype(np.int64)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header only; a file PIL cannot identify is a one-line `DataError`."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DataError(path, f"cannot read image ({exc}); give a TIFF, JPEG or PNG") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def open_image(path: Path) -> PILImage.Image:
+    """Decode the whole image once, as RGB; crops then come from memory. A blank image is an error."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = _MAX_PIXELS  # only for this open, not for the rest of the process
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DataError(path, f"cannot read image ({exc})") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if image.mode != "RGB":  # convert() copies the whole image, so only when needed
+        rgb = image.convert("RGB")
+        image.close()
+        image = rgb
+    # A blank image (e.g. spaceranger's all-zero hires placeholder) would pass every other check; the
+    # check runs on a 16x reduced copy, as a whole-slide image holds hundreds of Mpx.
+    if all(lo == hi for lo, hi in image.reduce(16 if min(image.size) >= 1600 else 1).getextrema()):
+        image.close()
+        raise DataError(path, "image is blank (one colour everywhere)")
+    return image
+
+
+def cut_patch(image: PILImage.Image, x0: int, y0: int, side: int) -> np.ndarray:
+    """One (224, 224, 3) uint8 patch; where the box leaves the image the patch is white, not PIL's black."""
+    from PIL import Image
+
+    w, h = image.size
+    box = (x0, y0, x0 + side, y0 + side)
+    if x0 >= 0 and y0 >= 0 and box[2] <= w and box[3] <= h:
+        crop = image.crop(box)
+    else:
+        crop = Image.new("RGB", (side, side), (255, 255, 255))
+        inner = (max(x0, 0), max(y0, 0), min(box[2], w), min(box[3], h))
+        if inner[0] < inner[2] and inner[1] < inner[3]:
+            crop.paste(image.crop(inner), (inner[0] - x0, inner[1] - y0))
+    # Bilinear: patches are mostly upscaled (e.g. ~163 -> 224 px); box/area filtering only matters when shrinking.
+    return np.asarray(crop.resize((PATCH_PX, PATCH_PX), Image.BILINEAR), dtype=np.uint8)
+
+
+def background_mask(patches: np.ndarray, *, brightness: float = 220.0, saturation: float = 0.1) -> np.ndarray:
+    """True for patches that are mostly glass: bright (mean grey > ``brightness``) and unsaturated.
+
+    Saturation is HSV's (max - min) / max, averaged over the patch; stained tissue is pink/purple, so even pale
+    tissue is more saturated than the slide background.
+    """
+    # Every 4th pixel each way: the verdict is a patch average, and the full patch costs 16x more.
+    x = np.asarray(patches)[:, ::4, ::4].astype(np.float32).reshape(len(patches), -1, 3)
+    hi, lo = x.max(axis=-1), x.min(axis=-1)
+    sat = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-6), 0.0).mean(axis=1)
+    return (x.mean(axis=(1, 2)) > brightness) & (sat < saturation)
+
+
+def iter_patches(
+    image_path: Path, corners: np.ndarray, side: int, advance: Callable[[int], None] = lambda n: None,
+    background: list[int] | None = None,
+) -> Iterator[np.ndarray]:
+    """Patches at ``corners`` in order, in uint8 chunks; ``background`` (if given) collects their background count."""
+    image = open_image(image_path)
+    try:
+        for start in range(0, len(corners), _CHUNK):
+            block = np.stack([cut_patch(image, int(x), int(y), side) for x, y in corners[start : start + _CHUNK]])
+            if background is not None:
+                background.append(int(background_mask(block).sum()))
+            advance(len(block))
+            yield block
+    finally:
+        image.close()
+
+
+@contextmanager
+def progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[str, int], None]]:
+    """Yields ``step(sample, n)``: a rich bar over patches on stderr when enabled, a no-op otherwise."""
+    if not enabled:
+        yield lambda sample, n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(f"{label} {{task.description}}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task("", total=total)
+        yield lambda sample, n: bar.update(task, advance=n, description=sample)
+
+
+def kfold_groups(groups: dict[str, str], k: int) -> list[tuple[list[str], list[str]]]:
+    """``k`` folds over the sorted group names, dealt round-robin; a group's samples stay in one test fold."""
+    names = sorted(set(groups.values()))
+    if not 2 <= k <= len(names):
+        raise DataError(None, f"kfold:{k} needs between 2 and {len(names)} folds here ({len(names)} groups: {names})")
+    folds = []
+    for i in range(k):
+        held = set(names[i::k])
+        folds.append((sorted(s for s, g in groups.items() if g not in held),
+                      sorted(s for s, g in groups.items() if g in held)))
+    return folds
 
 
 def leave_one_group_out(groups: dict[str, str]) -> list[tuple[list[str], list[str]]]:
