@@ -81,16 +81,22 @@ def _portable(exc: Exception) -> Exception:
 # -- what the workers run -------------------------------------------------------------------------------------
 
 
-def _in_worker() -> None:
+def _in_worker(threads: int) -> None:
+    import torch
+
     from stbench.stores.catalog import NO_CATALOG_ENV
 
     os.environ[NO_CATALOG_ENV] = "1"  # this process only computes; the driver writes the catalog
+    # The driver's torch thread count, not Ray's one per task: CPU kernels split their work by thread count,
+    # so 1 thread embeds HER2ST ~5e-6 away from 2 threads, and 50 epochs of BP-Booster training amplify that
+    # to 0.01 of PCC. With the same count the executors give bit-identical numbers on the same machine.
+    torch.set_num_threads(threads)
 
 
 def extract_remote(encoder, weights: str | None, fingerprint: str, task: str, sample, path: str, *,  # noqa: ANN001
-                   device: str, batch_size: int | None, compile: bool) -> tuple[dict | None, Exception | None]:
+                   device: str, batch_size: int | None, compile: bool, threads: int) -> tuple[dict | None, Exception | None]:
     """A worker: embed one sample into ``path``. Returns ``(embeddings row, None)`` or ``(None, error)``."""
-    _in_worker()
+    _in_worker(threads)
     try:
         from stbench.extract import prepare_pipeline, write_sample_embeddings
 
@@ -106,10 +112,10 @@ def extract_remote(encoder, weights: str | None, fingerprint: str, task: str, sa
 
 
 def fit_remote(reducer: Reducer, runs: list, task, paths: dict[str, str], fold, *, seed: int, device: str | None,  # noqa: ANN001
-               snapshot: dict, store_root: str) -> tuple[dict, dict[str, Exception], list]:
+               snapshot: dict, store_root: str, threads: int) -> tuple[dict, dict[str, Exception], list]:
     """A worker: one reducer fit on ``fold`` and every run sharing it (`stbench.runner.compute_fold`).
     Returns ``(records by run id, errors by run id, new gene selections)``."""
-    _in_worker()
+    _in_worker(threads)
     from stbench.runner import SnapshotSelections, _load_samples, compute_fold
     from stbench.stores import Store
 
@@ -186,9 +192,16 @@ class _RayGrid:
         self.ray, self.plan, self.store, self.progress, self.on_cell = ray, plan, store, progress, on_cell
         self.keep_going, self.batch_size, self.compile, self.force = keep_going, batch_size, compile, force
         self.weights = dict(weights or {})  # encoder -> weight file or random[:SEED]
+        import torch
+
         self.device, gpu = _placement(ray, device, gpus_per_task)
+        self.threads = torch.get_num_threads()  # workers compute with the driver's (see _in_worker)
+        # CPU tasks reserve the cores their threads use (capped by the cluster's), so they do not oversubscribe
+        nodes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive", True)]
+        cores = max(1, int(max(nodes, default=1)))  # a task must fit on one node
         # a task whose worker dies is not retried: its cells fail, and rerunning the command retries them
-        cpu, gpu = {"num_cpus": 1, "max_retries": 0}, {**gpu, "max_retries": 0}
+        cpu = {"num_cpus": min(self.threads, cores), "max_retries": 0}
+        gpu = {**gpu, "max_retries": 0} if self.device == "cuda" else cpu
         self.extract = ray.remote(extract_remote).options(**gpu)
         self.fit_gpu, self.fit_cpu = ray.remote(fit_remote).options(**gpu), ray.remote(fit_remote).options(**cpu)
         # in flight: ref -> (what to do with its result, the result that stands for the task's crash)
@@ -241,7 +254,8 @@ class _RayGrid:
                 continue
             path = store.embedding_path(task.name, encoder.name, fingerprint, sid)
             ref = self.extract.remote(encoder, weights, fingerprint, task.name, task.samples[sid], str(path),
-                                      device=self.device, batch_size=self.batch_size, compile=self.compile)
+                                      device=self.device, batch_size=self.batch_size, compile=self.compile,
+                                      threads=self.threads)
             waiting.add(sid)
             self.futures[ref] = (partial(self._extracted, index, block, fingerprint, sid, paths, waiting, errors),
                                  lambda exc: (None, exc))
@@ -293,7 +307,7 @@ class _RayGrid:
                         continue
                     ref = fit.remote(reducer, pending, task, paths, fold, seed=seed, device=device,
                                      snapshot=store.catalog.selections(task.fingerprint, fold.index),
-                                     store_root=str(store.root))
+                                     store_root=str(store.root), threads=self.threads)
                     group.left += 1
                     self.futures[ref] = (partial(self._fitted, state, group, fold.index),
                                          partial(_crashed_fit, [run["run_id"] for run, _ in pending]))

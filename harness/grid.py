@@ -265,7 +265,9 @@ def weights_by_encoder(given: Sequence[str], encoders: Sequence[str],
     from stbench.encoders.weights import random_seed_of
 
     out: dict[str, str] = {}
-    for name, value in [*from_file, *(g.partition("=")[::2] if "=" in g else ("", g) for g in given)]:
+    # the file's entries for encoders that the command line left out of the grid are not used
+    in_file = [(n, v) for n, v in from_file if registry.resolve(n.strip()) in encoders]
+    for name, value in [*in_file, *(g.partition("=")[::2] if "=" in g else ("", g) for g in given)]:
         if not name:
             if len(encoders) != 1:
                 raise StbenchError(f"--weights {value}: say which encoder, e.g. --weights {encoders[0]}={value}; "

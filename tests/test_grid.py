@@ -357,6 +357,18 @@ def test_weights_per_encoder_from_the_grid_file_and_the_command_line(root, tmp_p
     assert "test-grid-b (random weights)" in result.output and "test-grid-a (random weights)" not in result.output
 
 
+def test_grid_file_weights_of_encoders_left_out_by_the_command_line_are_ignored():
+    from stbench.grid import weights_by_encoder
+
+    given = [("test-grid-a", "random:1"), ("test-grid-b", "random:2")]
+    assert weights_by_encoder([], ["test-grid-a"], given) == {"test-grid-a": "random:1"}
+    assert weights_by_encoder(["test-grid-a=random:7"], ["test-grid-a"], given) == {"test-grid-a": "random:7"}
+    with pytest.raises(StbenchError, match="which is not in the grid"):
+        weights_by_encoder(["test-grid-b=random"], ["test-grid-a"], given)
+    with pytest.raises(StbenchError, match="Did you mean"):
+        weights_by_encoder([], ["test-grid-a"], [("test-grid-aa", "random")])
+
+
 def test_random_weights_of_a_real_architecture_are_seeded_and_refused_where_unsupported():
     import torch
 
