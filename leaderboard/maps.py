@@ -122,7 +122,8 @@ def _resolve(recorded: str | None, canonical: Path) -> Path | None:
 
 def _pick_encoder(board: Leaderboard, task: str) -> tuple[str, list[dict[str, Any]]] | None:
     """The encoder with the most BP-Booster runs that kept a fitted model for fold 0 (default protocol
-    first), and those runs; else the first encoder of the task with no booster."""
+    first; trained weights before random-weight controls), and those runs; else the first encoder of the
+    task with no booster."""
     shown = [r for r in board.included if r["shown"] and r["task"] == task]
     if not shown:
         return None
@@ -132,7 +133,10 @@ def _pick_encoder(board: Leaderboard, task: str) -> tuple[str, list[dict[str, An
         by_enc: dict[str, list[dict[str, Any]]] = {}
         for r in boosters:
             by_enc.setdefault(r["encoder"], []).append(r)
-        enc = min(by_enc, key=lambda e: (-len({r["reducer"] for r in by_enc[e]}), e))
+        def random(e: str) -> bool:  # a random-weight control is shown only when no trained encoder qualifies
+            return any(str(r["weights_fingerprint"]).startswith("random:") for r in by_enc[e])
+
+        enc = min(by_enc, key=lambda e: (-len({r["reducer"] for r in by_enc[e]}), random(e), e))
         chosen: dict[str, dict[str, Any]] = {}
         for r in sorted(by_enc[enc], key=lambda r: order.get(r["protocol_fingerprint"], 99)):
             chosen.setdefault(r["reducer"], r)
