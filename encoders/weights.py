@@ -19,7 +19,8 @@ so embeddings made from different weights are never mixed.
 ``random`` or ``random:SEED`` in place of a path (``--weights random``, or in the config file) builds the
 architecture with its own random initialisation under that seed (default 0): the random-weight control that
 tells how much of a score is the architecture and the protocol rather than pretraining. Its fingerprint is
-``random:seed<N>``, and every table labels such results "(random weights)".
+``random:seed<N>-timm<version>-torch<version>`` (the initialisers' code), and every table labels such results
+"(random weights)".
 """
 
 from __future__ import annotations
@@ -101,8 +102,18 @@ def encoder_label(encoder: str, fingerprint: str | None) -> str:
 
 
 def _random(spec: EncoderSpec, seed: int, origin: str) -> ResolvedWeights:
-    return ResolvedWeights(Path(f"{RANDOM_PREFIX}:{seed}"), f"{RANDOM_PREFIX}:seed{seed}",
-                           f"random init, seed {seed} ({origin})", random_seed=seed)
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "none"
+
+    # the initialisers live in timm and torch: another release may draw other weights from the same seed
+    fingerprint = f"{RANDOM_PREFIX}:seed{seed}-timm{ver('timm')}-torch{ver('torch').split('+')[0]}"
+    return ResolvedWeights(Path(f"{RANDOM_PREFIX}:{seed}"), fingerprint, f"random init, seed {seed} ({origin})",
+                           random_seed=seed)
 
 
 def user_config_path() -> Path:

@@ -436,7 +436,7 @@ def test_a_random_weight_control_is_its_own_labelled_row(store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     con = duckdb.connect(str(copy / "catalog.duckdb"))
-    con.execute("UPDATE runs SET weights_fingerprint = 'random:seed0' WHERE encoder = ?", [SECOND])
+    con.execute("UPDATE runs SET weights_fingerprint = 'random:seed0-timm1.0-torch2.14' WHERE encoder = ?", [SECOND])
     con.close()
     board = load_leaderboard(copy, include_synthetic=True)
     names = {(r["encoder"], r["encoder_name"]) for r in board.runs}
