@@ -25,15 +25,15 @@ Writes a JSON line to benchmarks/out/bpbooster.jsonl. `--breakdown` instead time
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+
+from _results import append_result  # benchmarks/_results.py (run as python benchmarks/<file>.py)
 
 GENES = 200
 BATCH = 128
@@ -326,10 +326,7 @@ def main() -> None:
     }
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
-    out = Path(__file__).with_name("out")
-    out.mkdir(exist_ok=True)
-    with (out / "bpbooster.jsonl").open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_result("bpbooster", record)
 
 
 if __name__ == "__main__":

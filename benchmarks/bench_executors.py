@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import append_result  # benchmarks/_results.py (run as python benchmarks/<file>.py)
+
 
 def run(store: Path, args: argparse.Namespace, executor: str) -> float:
     cmd = [sys.executable, "-m", "stbench.cli", "run", "--task", args.task, "--encoder", args.encoder,
@@ -67,10 +69,7 @@ def main() -> None:
            "device": args.device, "local_s": round(local, 1), "ray_s": round(ray, 1), "ray_over_local": round(ray / local, 2),
            "same_numbers": same, "cpus": os.cpu_count(), "python": platform.python_version()}
     print(json.dumps(row))
-    out = Path(__file__).with_name("out")
-    out.mkdir(exist_ok=True)
-    with open(out / "executors.jsonl", "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_result("executors", row)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _results import append_result  # benchmarks/_results.py (run as python benchmarks/<file>.py)
 
 
 def make_data(n: int, d: int, g: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -63,10 +64,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(row))
-    out = Path(__file__).with_name("out")
-    out.mkdir(exist_ok=True)
-    with (out / "ridge.jsonl").open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_result("ridge", row)
 
 
 if __name__ == "__main__":
