@@ -244,6 +244,12 @@ class _RayGrid:
         except Exception as exc:  # noqa: BLE001 - every cell of the block fails with it
             self._block_failed(index, block, exc)
             return
+        from stbench.runner import plan_reducer
+
+        if not any(plan_reducer(task, block.encoder, fingerprint, r, block.protocols, store, force=self.force).groups
+                   for r in block.reducers):  # every cell stored: no embedding is needed
+            self._submit_cells(index, block, fingerprint, {})
+            return
         paths: dict[str, str] = {}
         waiting: set[str] = set()
         errors: dict[str, Exception] = {}
@@ -265,9 +271,10 @@ class _RayGrid:
     def _extracted(self, index: int, block: Block, fingerprint: str, sid: str, paths: dict[str, str],  # noqa: PLR0913
                    waiting: set[str], errors: dict[str, Exception], result: tuple) -> None:
         row, exc = result
-        if exc is None:
-            self.store.catalog.add_embedding(**row)
-            paths[sid] = row["path"]
+        if exc is None:  # recorded relative to the store root, at the path the driver gave the worker
+            path = self.store.embedding_path(block.task.name, block.encoder, fingerprint, sid)
+            self.store.catalog.add_embedding(**{**row, "path": self.store.relative(path)})
+            paths[sid] = str(path)
         else:
             errors[sid] = exc
         waiting.discard(sid)

@@ -77,14 +77,14 @@ def explain_fold(store: Store, *, task: str, encoder: str, fold: int, reducer: s
     else:  # the newest run with the reducer's default options, else the newest run
         plain = [i for i in ids if not variants[i]]
         row = runs.row(ids.index(plain[0] if plain else ids[0]), named=True)
-    booster = load_booster(Path(row["model_path"]))
+    booster = load_booster(store.resolve(row["model_path"]))
     samples = {"test": json.loads(row["test_samples"]), "train": json.loads(row["train_samples"])}
     chosen = samples["test"] + samples["train"] if on == "all" else samples[on]
     paths = store.catalog.embedding_paths(row["task"], row["encoder"], row["weights_fingerprint"])
     missing = [s for s in chosen if s not in paths]
     if missing:
         raise StoreError(f"embeddings of {', '.join(missing)} are not in the store; rerun `bench run` for this task")
-    parts = [read_embeddings(Path(paths[s])) for s in chosen]
+    parts = [read_embeddings(store.resolve(paths[s])) for s in chosen]
     attn = booster.attention(np.concatenate([p.embeddings for p in parts]))
     names = list(booster.prototype_names_)
     gates = booster.prototype_gates()

@@ -9,7 +9,7 @@ the catalog, so an interrupted extraction resumes at the first sample without a 
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import queue
 import threading
@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import stbench
+from stbench.errors import StbenchError
+from stbench.hashing import file_digest
 from stbench.tasks import PatchFile, Sample, Task
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from stbench.encoders import Encoder, LoadedEncoder
     from stbench.stores import Store
 
-__all__ = ["resolve_device", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings",
+__all__ = ["resolve_device", "patch_fingerprint", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings",
            "PipelineCache", "cached_embedding", "write_sample_embeddings"]
 
 log = logging.getLogger("stbench")
@@ -47,19 +49,19 @@ def resolve_device(device: str | None = None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from stbench.errors import StbenchError
-
         raise StbenchError(f"--device {device} asked for, but torch sees no CUDA device; use --device cpu")
     return device
 
 
+def patch_fingerprint(path: Path) -> str:
+    """Identity of a patch file's content, ``sha256:<16 hex>`` of its bytes (every pixel, barcode and
+    coordinate); hashed once, then remembered while the file is unchanged (`stbench.hashing.file_digest`)."""
+    return "sha256:" + file_digest(path)[:16]
+
+
 def source_fingerprint(pf: PatchFile) -> str:
-    """Identity of a patch file's content that is cheap to compute: barcodes, coords and patch shape."""
-    h = hashlib.sha256()
-    h.update(repr((len(pf), pf.patch_shape)).encode())
-    h.update("\n".join(pf.barcodes).encode())
-    h.update(np.ascontiguousarray(pf.coords, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
+    """`patch_fingerprint` of an open patch file."""
+    return patch_fingerprint(pf.path)
 
 
 def _prefetch(chunks: Iterator[tuple[int, np.ndarray]], depth: int = 2) -> Iterator[tuple[int, np.ndarray]]:
@@ -182,11 +184,12 @@ def extract_sample(
     progress: Progress | None = None,
 ) -> str:
     """Write the embeddings of one sample and register them. Reads: the patch file. Writes: one HDF5 file
-    under ``<store>/embeddings/...`` and a row of the ``embeddings`` table. Returns the file path."""
+    under ``<store>/embeddings/...`` and a row of the ``embeddings`` table (its path relative to the store).
+    Returns the file's path."""
     loaded = pipeline.loaded
     path = store.embedding_path(task, loaded.spec.name, loaded.fingerprint, sample.id)
     row = write_sample_embeddings(pipeline, sample, path, task=task, progress=progress)
-    store.catalog.add_embedding(**row)
+    store.catalog.add_embedding(**{**row, "path": store.relative(row["path"])})
     return row["path"]
 
 
@@ -210,8 +213,6 @@ def write_sample_embeddings(pipeline: Pipeline, sample: Sample, path: Path, *, t
             for offset, chunk in _prefetch(pf.iter_chunks(pipeline.read_batch)):
                 emb = pipeline(chunk)
                 if emb.shape != (len(chunk), spec.embed_dim):
-                    from stbench.errors import StbenchError
-
                     raise StbenchError(f"encoder {spec.name} returned {emb.shape}, expected ({len(chunk)}, {spec.embed_dim})")
                 writer.write(offset, emb)
                 if progress is not None:
@@ -229,15 +230,16 @@ def write_sample_embeddings(pipeline: Pipeline, sample: Sample, path: Path, *, t
 
 
 def cached_embedding(store: Store, task: Task, encoder: str, fingerprint: str, sample: Sample) -> str | None:
-    """The registered embedding file for this sample if it exists and matches the patch file."""
+    """The registered embedding file of this sample in this store, if it exists and was computed from the
+    patch file as it is now (its content digest; the patch file is hashed, not opened)."""
     row = store.catalog.embedding(task.name, encoder, fingerprint, sample.id)
-    if row is None or not Path(row["path"]).exists():
+    path = store.embedding_path(task.name, encoder, fingerprint, sample.id)  # in this store, wherever it was made
+    if row is None or not path.exists():
         return None
-    with PatchFile(sample.patches) as pf:
-        if source_fingerprint(pf) != row["source_fingerprint"]:
-            log.info("%s: patch file changed since its embeddings were computed; recomputing", sample.id)
-            return None
-    return row["path"]
+    if patch_fingerprint(sample.patches) != row["source_fingerprint"]:
+        log.info("%s: patch file changed since its embeddings were computed; recomputing", sample.id)
+        return None
+    return str(path)
 
 
 class PipelineCache:
@@ -300,15 +302,35 @@ def ensure_embeddings(
             todo.append(sid)
     if not todo:
         return fingerprint, paths
-    dev = resolve_device(device)
-    if pipelines is None:
-        pipeline = prepare_pipeline(encoder.load(weights), device=dev, batch_size=batch_size, compile=compile)
-    else:
-        pipeline = pipelines.get(encoder, weights=weights, device=dev, batch_size=batch_size, compile=compile)
-    loaded = pipeline.loaded
-    if loaded.fingerprint != fingerprint:
-        log.warning("%s: weights fingerprint changed while loading (%s -> %s)", encoder.name, fingerprint, loaded.fingerprint)
-        fingerprint = loaded.fingerprint
-    for sid in todo:
-        paths[sid] = extract_sample(pipeline, task.samples[sid], store, task=task.name, progress=progress)
-    return fingerprint, paths
+    state: dict[str, Pipeline] = {}
+
+    def pipeline() -> Pipeline:  # the model is loaded for the first sample this process must compute
+        if "p" not in state:
+            dev = resolve_device(device)
+            if pipelines is None:
+                state["p"] = prepare_pipeline(encoder.load(weights), device=dev, batch_size=batch_size, compile=compile)
+            else:
+                state["p"] = pipelines.get(encoder, weights=weights, device=dev, batch_size=batch_size, compile=compile)
+            if state["p"].loaded.fingerprint != fingerprint:
+                raise StbenchError(f"{encoder.name}: the weights changed while loading ({fingerprint} -> "
+                                   f"{state['p'].loaded.fingerprint}); rerun")
+        return state["p"]
+
+    # One process computes a sample's embeddings; another asking for them at the same time takes the
+    # samples nobody holds first, then waits for the rest and reads them back.
+    def compute(sid: str, *, wait: bool) -> bool:
+        lock = store.lock("embed", json.dumps([task.name, encoder.name, fingerprint, sid]),
+                          what=f"the embeddings of {task.name}/{sid} ({encoder.name}), being computed")
+        if not lock.acquire(None if wait else 0):
+            return False
+        try:
+            cached = cached_embedding(store, task, encoder.name, fingerprint, task.samples[sid])
+            paths[sid] = cached or extract_sample(pipeline(), task.samples[sid], store, task=task.name, progress=progress)
+        finally:
+            lock.release()
+        return True
+
+    busy = [sid for sid in todo if not compute(sid, wait=False)]
+    for sid in busy:
+        compute(sid, wait=True)
+    return fingerprint, {sid: paths[sid] for sid in ids}

@@ -437,15 +437,26 @@ def run_cells(
             on_cell(outcome)
         return outcome
 
-    try:
-        fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
-                                              device=device, compile=compile, progress=progress, pipelines=pipelines)
-    except Exception as exc:
+    def failed_all(exc: Exception) -> list[RunResult | CellFailure]:
         if not keep_going:
-            raise
-        log.debug("%s/%s: extraction failed", task.name, encoder.name, exc_info=True)
+            raise exc
         return [report(CellFailure(task.name, encoder.name, r.name, r.options_key(), p, None, exc))
                 for r in reducers for p in protocols]
+
+    try:
+        fingerprint = encoder.fingerprint(weights)
+    except Exception as exc:  # noqa: BLE001 - every cell fails with it
+        return failed_all(exc)
+    # The cache is checked first: a fully stored block loads no model and reads no patch or embedding.
+    plans = [plan_reducer(task, encoder.name, fingerprint, r, protocols, store, force=force) for r in reducers]
+    paths: dict[str, str] = {}
+    if any(plan.groups for plan in plans):
+        try:
+            fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
+                                                  device=device, compile=compile, progress=progress, pipelines=pipelines)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s/%s: extraction failed", task.name, encoder.name, exc_info=True)
+            return failed_all(exc)
 
     loaded: dict[str, _SampleData] = {}
 
@@ -455,17 +466,49 @@ def run_cells(
         return loaded
 
     out: list[RunResult | CellFailure] = []
-    for reducer in reducers:
-        if on_start is not None:
-            on_start(reducer)
-        plan = plan_reducer(task, encoder.name, fingerprint, reducer, protocols, store, force=force)
-        errors: dict[str, Exception] = {}
-        for seed, group in plan.groups:
-            errors.update(_compute_runs(group, reducer, task, data, store, seed=seed, force=force, progress=progress,
-                                        device=device))
-            if errors and not keep_going:
-                raise next(iter(errors.values()))
-        out.extend(report(o) for o in plan.outcomes(store, errors))
+    errors: list[dict[str, Exception]] = [{} for _ in plans]
+    left = [len(plan.groups) for plan in plans]
+    emitted = 0
+
+    def emit_ready() -> None:  # outcomes go out in reducer order, each reducer once all its groups are done
+        nonlocal emitted
+        while emitted < len(plans) and left[emitted] == 0:
+            if on_start is not None:
+                on_start(plans[emitted].reducer)
+            out.extend(report(o) for o in plans[emitted].outcomes(store, errors[emitted]))
+            emitted += 1
+
+    def compute(i: int, seed: int, group: list[tuple[dict, Protocol]], *, wait: bool) -> bool:
+        """One reducer fit group, under a lock shared by every process using the store: another process
+        that holds it computes these cells, and this one reads them back afterwards."""
+        plan = plans[i]
+        key = json.dumps([task.name, task.fingerprint, encoder.name, fingerprint, plan.reducer.name,
+                          plan.reducer.options_key(), plan.reducer.version, seed])
+        lock = store.lock("fit", key, what=f"{task.name}/{encoder.name}/{plan.reducer.name} (seed {seed}), being computed")
+        if not lock.acquire(None if wait else 0):
+            return False
+        try:
+            if not force:  # another process may have completed some of them meanwhile
+                group = [(run, p) for run, p in group if store.catalog.run_status(run["run_id"]) != "complete"]
+                plan.todo = {rid: p for rid, p in plan.todo.items()
+                             if rid in {run["run_id"] for run, _ in group} or p.seed != seed}
+            if group:
+                on_start and on_start(plan.reducer)
+                errors[i].update(_compute_runs(group, plan.reducer, task, data, store, seed=seed, force=force,
+                                               progress=progress, device=device))
+        finally:
+            lock.release()
+        left[i] -= 1
+        if errors[i] and not keep_going:
+            raise next(iter(errors[i].values()))
+        emit_ready()
+        return True
+
+    emit_ready()
+    busy = [(i, seed, group) for i, plan in enumerate(plans) for seed, group in plan.groups
+            if not compute(i, seed, group, wait=False)]
+    for i, seed, group in busy:
+        compute(i, seed, group, wait=True)
     return out
 
 
@@ -507,13 +550,18 @@ def plan_reducer(task: Task, encoder: str, fingerprint: str, reducer: Reducer, p
 
 def start_runs(runs: Sequence[tuple[dict, Protocol]], task: Task, reducer: Reducer, store: Store, *,
                force: bool) -> dict[str, set[int]]:
-    """Insert (or, with ``force``, reset) the run rows; returns the folds each run already has stored."""
+    """Insert (or, with ``force``, reset) the run rows; returns the folds each run already has stored.
+
+    A complete result recomputed under ``force`` is not touched: its new folds are kept aside
+    (``store.replacing``) and replace it in one transaction only once all of them succeeded (`finish_runs`)."""
     done: dict[str, set[int]] = {}
     for run, _ in runs:
         run_id = run["run_id"]
         status = store.catalog.run_status(run_id)
         done[run_id] = set() if force or status is None else store.catalog.folds_done(run_id)
-        if status is None or force:
+        if force and status == "complete":
+            store.replacing[run_id] = []
+        elif status is None or force:
             store.catalog.start_run(run, force=force)
         elif done[run_id]:
             log.info("%s/%s/%s: resuming, folds %s already stored", task.name, run["encoder"], reducer.name,
@@ -572,10 +620,16 @@ def compute_fold(reducer: Reducer, runs: Sequence[tuple[dict, Protocol]], task: 
 
 def write_folds(runs: Sequence[tuple[dict, Protocol]], records: dict[str, FoldRecord], store: Store,
                 errors: dict[str, Exception]) -> None:
-    """Write each run's fold record (one transaction each); a write that fails is that run's error."""
+    """Write each run's fold record (one transaction each; a run being replaced keeps it aside); a write
+    that fails is that run's error."""
     for run, _ in runs:
         rec = records.get(run["run_id"])
         if rec is None:
+            continue
+        if rec.model_path is not None:  # recorded relative to the store root, wherever the file was written
+            rec.model_path = store.relative(rec.model_path)
+        if run["run_id"] in store.replacing:
+            store.replacing[run["run_id"]].append(rec)
             continue
         try:
             store.catalog.write_fold(run, rec)
@@ -585,9 +639,24 @@ def write_folds(runs: Sequence[tuple[dict, Protocol]], records: dict[str, FoldRe
 
 
 def finish_runs(runs: Sequence[tuple[dict, Protocol]], store: Store, errors: dict[str, Exception]) -> None:
+    """Mark each run complete or failed; a run recomputed under --force replaces its previous result only
+    now, and only if every fold succeeded (else the previous result stays as it was)."""
     for run, _ in runs:
-        exc = errors.get(run["run_id"])
-        store.catalog.finish_run(run["run_id"], error=None if exc is None else error_message(exc))
+        run_id = run["run_id"]
+        exc = errors.get(run_id)
+        if run_id in store.replacing:
+            records = store.replacing.pop(run_id)
+            if exc is None:
+                try:
+                    store.catalog.replace_run(run, records)
+                    continue
+                except Exception as write_exc:  # noqa: BLE001 - the previous result stays
+                    log.debug("%s: replacing failed", run_id, exc_info=True)
+                    errors[run_id] = exc = write_exc
+            log.warning("%s/%s/%s: the recomputation failed; the previous result is kept (%s)", run["task"],
+                        run["encoder"], run["reducer"], error_message(exc))
+            continue
+        store.catalog.finish_run(run_id, error=None if exc is None else error_message(exc))
 
 
 def _compute_runs(runs: Sequence[tuple[dict, Protocol]], reducer: Reducer, task: Task, data, store: Store, *,  # noqa: ANN001

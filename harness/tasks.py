@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stbench.errors import DataError, StbenchError, suggest
+from stbench.hashing import file_digest
 
 __all__ = [
     "HEST_TASKS",
@@ -72,10 +73,13 @@ def canonical_task_name(name: str) -> str:
 
 
 def list_task_dirs(root: Path) -> list[Path]:
-    """Folders under ``root`` that look like tasks (they hold ``splits/``)."""
+    """Folders under ``root`` that look like tasks (they hold ``splits/``).
+
+    Hidden folders are skipped: an import or fetch in progress, or killed, stages under a hidden name.
+    """
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "splits").is_dir())
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "splits").is_dir())
 
 
 def find_task_dir(name: str, root: Path) -> Path:
@@ -135,14 +139,15 @@ class Task:
 
     @cached_property
     def fingerprint(self) -> str:
-        """Data version: a hash of the splits, the gene list and each sample file's size."""
+        """Data version: a hash of the splits, the gene list and the content of each sample's patch and count
+        files (`file_digest`: hashed once, then remembered while the files are unchanged)."""
         h = hashlib.sha256()
         for f in sorted((self.path / "splits").glob("*.csv")):
             h.update(f.name.encode() + f.read_bytes())
         h.update(json.dumps(self.genes).encode())
         for sid in sorted(self.samples):
             s = self.samples[sid]
-            h.update(f"{sid}:{s.patches.stat().st_size}:{s.adata.stat().st_size}".encode())
+            h.update(f"{sid}:{file_digest(s.patches)}:{file_digest(s.adata)}".encode())
         return h.hexdigest()[:16]
 
 

@@ -105,7 +105,7 @@ class Leaderboard:
 # -- reading --------------------------------------------------------------------------------------------
 
 def _table_exists(cat: Catalog, name: str) -> bool:
-    rows = cat.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()
+    rows = cat.rows("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])
     return bool(rows[0][0])
 
 
@@ -126,11 +126,11 @@ def _per_sample_scores(cat: Catalog, run_ids: list[str]) -> dict[str, dict[int, 
     if not run_ids:
         return {}
     marks = ", ".join("?" * len(run_ids))
-    rows = cat.con.execute(f"""
+    rows = cat.rows(f"""
         SELECT run_id, fold, avg(s) FROM (
             SELECT run_id, fold, sample_id, avg(pcc) FILTER (WHERE NOT isnan(pcc)) AS s
             FROM sample_gene_results WHERE run_id IN ({marks}) GROUP BY run_id, fold, sample_id)
-        GROUP BY run_id, fold""", run_ids).fetchall()  # noqa: S608
+        GROUP BY run_id, fold""", run_ids)  # noqa: S608
     out: dict[str, dict[int, float | None]] = defaultdict(dict)
     for rid, fold, v in rows:
         out[rid][int(fold)] = finite(v)
@@ -144,7 +144,7 @@ def load_leaderboard(store_root: Path, *, include_synthetic: bool = False) -> Le
     store_root = Path(store_root)
     if not (store_root / "catalog.duckdb").exists():
         raise StoreError(f"no catalog in {store_root}: run `bench run` first or pass --store")
-    with Store(store_root, read_only=True) as st:
+    with Store(store_root, read_only=True) as st, st.catalog.session():  # one snapshot, read at once
         return _load(st.catalog, store_root, include_synthetic=include_synthetic)
 
 
@@ -154,9 +154,9 @@ def _load(cat: Catalog, store_root: Path, *, include_synthetic: bool) -> Leaderb
         raise StoreError(f"no complete runs in {store_root}: run `bench run` first")
     ids = summary["run_id"].to_list()
     marks = ", ".join("?" * len(ids))
-    extra = {r[0]: r[1:] for r in cat.con.execute(
-        f"SELECT run_id, protocol, task_fingerprint, n_folds FROM runs WHERE run_id IN ({marks})", ids).fetchall()}  # noqa: S608
-    folds = cat._frame(f"SELECT * FROM fold_results WHERE run_id IN ({marks}) ORDER BY run_id, fold", ids)  # noqa: S608
+    extra = {r[0]: r[1:] for r in cat.rows(
+        f"SELECT run_id, protocol, task_fingerprint, n_folds FROM runs WHERE run_id IN ({marks})", ids)}  # noqa: S608
+    folds = cat.query(f"SELECT * FROM fold_results WHERE run_id IN ({marks}) ORDER BY run_id, fold", ids)  # noqa: S608
     folds_by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in folds.iter_rows(named=True):
         folds_by_run[f["run_id"]].append(f)
@@ -413,16 +413,16 @@ def _per_gene(cat: Catalog, run_ids: list[str]) -> dict[str, dict[str, dict[str,
         return {}
     marks = ", ".join("?" * len(run_ids))
     out: dict[str, dict[str, dict[str, float | None]]] = defaultdict(lambda: {m: {} for m in PCC_MODES})
-    pooled = cat.con.execute(f"""
+    pooled = cat.rows(f"""
         SELECT run_id, gene, avg(pcc) FILTER (WHERE NOT isnan(pcc)) FROM gene_results
-        WHERE run_id IN ({marks}) GROUP BY run_id, gene""", run_ids).fetchall()  # noqa: S608
+        WHERE run_id IN ({marks}) GROUP BY run_id, gene""", run_ids)  # noqa: S608
     for rid, gene, v in pooled:
         out[rid]["pooled"][gene] = finite(v)
-    sample = cat.con.execute(f"""
+    sample = cat.rows(f"""
         SELECT run_id, gene, avg(v) FROM (
             SELECT run_id, fold, gene, avg(pcc) FILTER (WHERE NOT isnan(pcc)) AS v FROM sample_gene_results
             WHERE run_id IN ({marks}) GROUP BY run_id, fold, gene)
-        GROUP BY run_id, gene""", run_ids).fetchall()  # noqa: S608
+        GROUP BY run_id, gene""", run_ids)  # noqa: S608
     for rid, gene, v in sample:
         out[rid]["per-sample"][gene] = finite(v)
     return out

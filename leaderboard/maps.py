@@ -61,9 +61,8 @@ def spatial_maps(store: Store, board: Leaderboard, task: str, encoder: str, *, s
         return None
     ids = [r["run_id"] for r in runs]
     marks = ", ".join("?" * len(ids))
-    con = store.catalog.con
-    df = con.sql(f"SELECT run_id, fold, sample_id, barcode, x, y, gene, y_true, y_pred FROM spot_predictions "  # noqa: S608
-                 f"WHERE run_id IN ({marks})", params=ids).pl()
+    df = store.catalog.query(f"SELECT run_id, fold, sample_id, barcode, x, y, gene, y_true, y_pred FROM "  # noqa: S608
+                             f"spot_predictions WHERE run_id IN ({marks})", ids)
     if len(df) == 0:
         return None
     # a sample tested in several folds (unusual splits): keep its first fold
@@ -95,8 +94,8 @@ def spatial_maps(store: Store, board: Leaderboard, task: str, encoder: str, *, s
                 t = np.full((len(genes), len(bidx)), np.nan)
                 t[cols, rows] = part["y_true"].to_numpy()
                 truth[sid] = [_round(row, 3) for row in t]
-    pcc_rows = con.execute(f"SELECT run_id, sample_id, gene, avg(pcc) FROM sample_gene_results "  # noqa: S608
-                           f"WHERE run_id IN ({marks}) GROUP BY run_id, sample_id, gene", ids).fetchall()
+    pcc_rows = store.catalog.rows(f"SELECT run_id, sample_id, gene, avg(pcc) FROM sample_gene_results "  # noqa: S608
+                                  f"WHERE run_id IN ({marks}) GROUP BY run_id, sample_id, gene", ids)
     pcc: dict[str, dict[str, dict[str, float | None]]] = {rid: {} for rid in ids}
     for rid, sid, gene, v in pcc_rows:
         pcc[rid].setdefault(sid, {})[gene] = None if finite(v) is None else round(float(v), 4)
@@ -110,13 +109,12 @@ def spatial_maps(store: Store, board: Leaderboard, task: str, encoder: str, *, s
 
 # -- embedding view ---------------------------------------------------------------------------------------
 
-def _resolve(recorded: str | None, canonical: Path) -> Path | None:
-    """The file where the store layout puts it, else where the catalog recorded it (absolute or relative to
-    the working directory of the run, which is not known here: tried against the current one)."""
-    if canonical.exists():
+def _resolve(recorded: Path | None, canonical: Path | None = None) -> Path | None:
+    """The file where the store layout puts it, else where the catalog recorded it (`Store.resolve`)."""
+    if canonical is not None and canonical.exists():
         return canonical
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
+    if recorded is not None and recorded.exists():
+        return recorded
     return None
 
 
@@ -195,7 +193,8 @@ def embedding_view(store: Store, board: Leaderboard, task: str, *, method: str =
     def load(samples: list[str]) -> tuple[np.ndarray, list[tuple[str, str]], np.ndarray] | None:
         parts = []
         for s in samples:
-            path = _resolve(recorded.get(s), embedding_path(store.root, task, name, ref["weights_fingerprint"], s))
+            path = _resolve(store.resolve(recorded[s]) if s in recorded else None,
+                            embedding_path(store.root, task, name, ref["weights_fingerprint"], s))
             if path is None:
                 return None
             parts.append((s, read_embeddings(path)))
@@ -224,7 +223,7 @@ def embedding_view(store: Store, board: Leaderboard, task: str, *, method: str =
     warnings: list[str] = []  # what is missing (also printed by the build)
     for r in boosters:
         fold = min(r["model_paths"])
-        path = _resolve(r["model_paths"][fold], store.model_path(r["run_id"], fold))
+        path = _resolve(store.resolve(r["model_paths"][fold]))
         if path is None:
             warnings.append(f"{r['reducer']}: the fitted model of run {r['run_id']} is missing from the store")
             continue
@@ -259,9 +258,9 @@ def _measured(store: Store, board: Leaderboard, task: str, keys: list[tuple[str,
     samples = sorted({s for s, _ in keys})
     ids = [r["run_id"] for r in board.included if r["shown"] and r["task"] == task]
     marks, smarks = ", ".join("?" * len(ids)), ", ".join("?" * len(samples))
-    df = store.catalog.con.sql(
+    df = store.catalog.query(
         f"SELECT sample_id, barcode, gene, any_value(y_true) AS y FROM spot_predictions "  # noqa: S608
-        f"WHERE run_id IN ({marks}) AND sample_id IN ({smarks}) GROUP BY ALL", params=[*ids, *samples]).pl()
+        f"WHERE run_id IN ({marks}) AND sample_id IN ({smarks}) GROUP BY ALL", [*ids, *samples])
     if len(df) == 0:
         return {}
     pos = {k: i for i, k in enumerate(keys)}

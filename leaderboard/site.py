@@ -4,6 +4,9 @@ one shared stylesheet and script of our own, and plotly.js copied from the insta
 Everything is relative to the output folder (it works opened from disk, with no network). Every name that
 comes from the store (tasks, encoders, reducers, genes, samples, options) is untrusted: HTML gets it through
 ``html.escape``, JSON blocks escape ``<``, ``>`` and ``&``, and the script only ever sets ``textContent``.
+
+The site is built in a hidden temporary folder next to the output folder and swapped in whole, so a killed
+build leaves the previous site as it was; the next build removes what the killed one left.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,10 +28,11 @@ from stbench import __version__
 from stbench.errors import StbenchError
 from stbench.leaderboard.data import PCC_MODES, Leaderboard, load_leaderboard
 from stbench.leaderboard.published import published_tables
+from stbench.tempfiles import clean_stale, is_temp_name, temp_path
 
 __all__ = ["BuildReport", "build_site", "MARKER", "slug"]
 
-MARKER = ".stbench-leaderboard"  # lists the files a build wrote: the next build removes exactly those
+MARKER = ".stbench-leaderboard"  # lists the files a build wrote: a rebuild carries over every other file
 ASSETS = ("style.css", "app.js")
 SYNTHETIC_NOTE = "SYNTHETIC data (bench data demo): these numbers test the pipeline, they say nothing about real tissue."
 ALPHA_RULES = {
@@ -64,20 +70,67 @@ def json_script(data: Any, element_id: str) -> str:
 
 # -- the output folder -------------------------------------------------------------------------------------
 
-def _prepare_out(out: Path) -> None:
-    """Remove what the previous build wrote; refuse a non-empty folder that no build wrote."""
-    marker = out / MARKER
-    if out.exists() and not out.is_dir():
+def _site_folder(out: Path) -> Path:
+    """The folder to replace: ``out`` made absolute, a link followed (the link stays, its target is rebuilt)."""
+    target = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
+    if target.exists() and not target.is_dir():
         raise StbenchError(f"--out {out} is a file; choose a folder")
-    if out.exists() and any(out.iterdir()) and not marker.exists():
-        raise StbenchError(f"{out} is not empty and was not written by `bench leaderboard build`; "
-                           "choose another --out or empty it")
-    if marker.exists():
-        for rel in json.loads(marker.read_text() or "[]"):
-            path = (out / rel).resolve()
-            if out.resolve() in path.parents and path.is_file():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    if Path.cwd().resolve().is_relative_to(target.resolve()):  # it is renamed aside and deleted
+        raise StbenchError(f"--out {out} holds the current folder; choose another --out or run from elsewhere")
+    return target
+
+
+def _own_files(target: Path) -> set[str]:
+    """Files the build that wrote ``target`` listed; refuses a non-empty folder that no build wrote."""
+    if not target.exists():
+        return set()
+    marker = target / MARKER
+    if not marker.exists():
+        if any(not is_temp_name(p.name) for p in target.iterdir()):
+            raise StbenchError(f"{target} is not empty and was not written by `bench leaderboard build`; "
+                               "choose another --out or empty it")
+        return set()
+    try:
+        return set(json.loads(marker.read_text() or "[]"))
+    except ValueError:
+        return set()  # a damaged list: every file counts as the user's, and is carried over
+
+
+def _carry_over(old: Path, new: Path, own: set[str]) -> None:
+    """Hard-link (else copy) into the new site what the previous one holds besides its own files, unless the
+    new build wrote the same name: the user's files survive a rebuild, and the old site stays whole."""
+    for folder, dirs, files in os.walk(old):
+        base = Path(folder)
+        links = [d for d in dirs if (base / d).is_symlink()]  # copied as links, not walked
+        dirs[:] = [d for d in dirs if d not in links and not is_temp_name(d)]
+        for name in [*files, *links]:
+            rel = (base / name).relative_to(old).as_posix()
+            dest = new / rel
+            if rel in own or rel == MARKER or is_temp_name(name) or os.path.lexists(dest):
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src = base / name
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dest)
+            else:
+                try:
+                    os.link(src, dest)
+                except OSError:  # another file system, or links not allowed
+                    shutil.copy2(src, dest)
+        for d in dirs:
+            (new / (base / d).relative_to(old)).mkdir(exist_ok=True)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace ``target`` by ``new``: the old site moves aside under a temporary name (put back by the next
+    build if this one dies between the two renames), the new one moves in, the old one is removed."""
+    if not target.exists():
+        new.rename(target)
+        return
+    aside = temp_path(target, "old")
+    target.rename(aside)
+    new.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 class _Writer:
@@ -477,11 +530,11 @@ def _spatial_frame(board: Leaderboard, maps: dict[str, Any]) -> Any:
 
 def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_synthetic: bool = False,
                embeddings: bool = True, projection: str = "umap", seed: int = 1) -> BuildReport:
-    """Build the site for the store at ``store_root`` into ``out``; returns what was written."""
-    import polars as pl
-    from stbench.leaderboard.maps import embedding_view, spatial_maps
-    from stbench.stores import Store
+    """Build the site for the store at ``store_root`` into ``out``; returns what was written.
 
+    Writes a hidden ``.<out>.tmp-...`` folder next to ``out``, then swaps it in whole (see `_swap_in`); files in
+    ``out`` that the previous build did not write are carried over. Refuses a non-empty ``out`` that no build wrote.
+    """
     store_root, out = Path(store_root), Path(out)
     board = load_leaderboard(store_root, include_synthetic=include_synthetic)
     all_reducers = [r for s in board.sections for r in s["reducers"]]
@@ -490,12 +543,37 @@ def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_syn
             raise StbenchError(f"--reducer {reducer}: no result sets with that reducer; the store has "
                                f"{', '.join(dict.fromkeys(all_reducers))}")
         reducer = all_reducers[0]
-    _prepare_out(out)
-    built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    store_name = store_root.resolve().name
-    w = _Writer(out)
+    target = _site_folder(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent, target=target.name)  # a killed build's folder, or its old site put back
+    own = _own_files(target)
     report = BuildReport(out=out, n_runs=len(board.included), n_shown=sum(1 for r in board.included if r["shown"]),
                          n_excluded_synthetic=board.excluded_synthetic, tasks=sorted(board.tasks))
+    tmp = temp_path(target)
+    tmp.mkdir()
+    try:
+        w = _Writer(tmp)
+        _write_site(w, board, store_root, report, reducer=reducer, embeddings=embeddings, projection=projection,
+                    seed=seed)
+        if target.exists():
+            _carry_over(target, tmp, own)
+        (tmp / MARKER).write_text(json.dumps(sorted(w.files), indent=0))
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.pages = [f for f in w.files if f.endswith(".html")]
+    return report
+
+
+def _write_site(w: _Writer, board: Leaderboard, store_root: Path, report: BuildReport, *, reducer: str,
+                embeddings: bool, projection: str, seed: int) -> None:
+    import polars as pl
+    from stbench.leaderboard.maps import embedding_view, spatial_maps
+    from stbench.stores import Store
+
+    built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    store_name = store_root.resolve().name
     _write_assets(w)
     frames = board.frames
     for name in ("results", "folds", "genes", "sample_genes"):
@@ -537,7 +615,3 @@ def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_syn
         w.text(task_files[task], _task_page(board, task, files=files, built_at=built_at, store_name=store_name))
     w.text("index.html", _index(board, default_reducer=reducer, task_files=task_files, built_at=built_at,
                                 store_name=store_name))
-    (out / MARKER).write_text(json.dumps(sorted(w.files), indent=0))
-    report.pages = [f for f in w.files if f.endswith(".html")]
-    return report
-

@@ -18,19 +18,26 @@ A fold's rows are written in one transaction; a run is marked complete only afte
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stbench.errors import StoreError
 
 if TYPE_CHECKING:
     import duckdb
     import polars as pl
+
+log = logging.getLogger("stbench")
+T = TypeVar("T")
 
 __all__ = ["Catalog", "MIGRATIONS", "NO_CATALOG_ENV", "SCHEMA_VERSION", "FoldRecord"]
 
@@ -119,29 +126,119 @@ class FoldRecord:
     predictions: dict[str, Any] | None = None  # sample_id, barcode (n,), coords (n, 2), y_true, y_pred (n, genes)
 
 
-class Catalog:
-    """A connection to ``<store>/catalog.duckdb``, migrated to the current schema on open."""
+def _reads(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a method inside a read session (shared lock) unless the caller holds a session."""
+    @functools.wraps(fn)
+    def wrapper(self: Catalog, *args: Any, **kwargs: Any) -> T:
+        with self.session():
+            return fn(self, *args, **kwargs)
+    return wrapper
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        import duckdb
+
+def _writes(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a method inside a write session (exclusive lock) unless the caller holds one."""
+    @functools.wraps(fn)
+    def wrapper(self: Catalog, *args: Any, **kwargs: Any) -> T:
+        with self.session(write=True):
+            return fn(self, *args, **kwargs)
+    return wrapper
+
+
+class Catalog:
+    """``<store>/catalog.duckdb``, migrated to the current schema on open.
+
+    Several processes share one catalog: each method opens it for one short session (readers under a
+    shared lock, writers under an exclusive one, ``<catalog>.lock``) and closes it, so no process holds it
+    for a whole run. A busy catalog is waited for up to ``lock_timeout`` seconds, saying who holds it.
+    ``with catalog.session(write=...)`` groups several calls into one session (one snapshot, one lock).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False, lock_timeout: float | None = None) -> None:
+        from stbench.stores.locks import lock_timeout as default_timeout
 
         if os.environ.get(NO_CATALOG_ENV):
             raise StoreError(f"this process may not open the catalog {path} ({NO_CATALOG_ENV} is set: it is a "
                              "worker, and only the driver writes the catalog)")
         self.path = Path(path)
+        self.read_only = read_only
+        self.lock_timeout = default_timeout(lock_timeout)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con_writes = False
+        self._held: Any = None  # the session `con` opened for callers outside any session
         if read_only and not self.path.exists():
             raise StoreError(f"no catalog at {self.path}: run `bench run` first or pass --store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.session(write=not read_only):
+            if not read_only:
+                self._migrate()
+            self._check_version()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The catalog open under a lock for the calls inside; reentrant (an inner session reuses it)."""
+        from stbench.stores.locks import FileLock
+
+        if self._con is not None:
+            if write and not self._con_writes:
+                raise RuntimeError("a write session cannot start inside a read session")
+            yield self._con
+            return
+        if write and self.read_only:
+            raise StoreError(f"{self.path} is open read-only")
+        lock = FileLock(self.lock_path, what=f"the catalog {self.path}", shared=not write)
+        lock.acquire(self.lock_timeout)
         try:
-            self.con: duckdb.DuckDBPyConnection = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise StoreError(f"cannot open the catalog {self.path}: {exc} (is another bench process writing it?)") from exc
-        if not read_only:
-            self._migrate()
-        self._check_version()
+            self._con, self._con_writes = self._connect(write), write
+            try:
+                yield self._con
+            finally:
+                con, self._con = self._con, None
+                con.close()
+        finally:
+            lock.release()
+
+    def _connect(self, write: bool) -> duckdb.DuckDBPyConnection:
+        """Open the DuckDB file; a lock held by a program other than stbench (the duckdb shell) is waited
+        for like our own; a file DuckDB cannot read is a one-line error naming it."""
+        import duckdb
+
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=not write)
+            except duckdb.Error as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    raise StoreError(f"{self.path}: not a readable stbench catalog ({text.splitlines()[0]}); restore "
+                                     "it from a copy, or move it aside and rerun (embedding files are reused, "
+                                     "results are recomputed)") from exc
+                waited = time.monotonic() - start
+                if waited >= self.lock_timeout:
+                    raise StoreError(f"the catalog {self.path} is still busy after {waited:.0f} s: {text.splitlines()[0]}; "
+                                     "try again later or wait longer with --lock-timeout SECONDS") from exc
+                if not told and waited >= 1.0:
+                    log.warning("waiting for the catalog %s: %s", self.path, text.splitlines()[0])
+                    told = True
+                time.sleep(0.2)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection; outside any session this opens one that is held until `close` (for
+        interactive use and tests: it keeps other processes waiting)."""
+        if self._con is None:
+            self._held = self.session(write=not self.read_only)
+            self._held.__enter__()
+        return self._con
 
     def close(self) -> None:
-        self.con.close()
+        held, self._held = self._held, None
+        if held is not None:
+            held.__exit__(None, None, None)
 
     def __enter__(self) -> Catalog:
         return self
@@ -173,9 +270,10 @@ class Catalog:
 
     @property
     def schema_version(self) -> int:
-        return int(self._one("SELECT count(*) FROM _stbench_migrations")[0])
+        return int(self._one("SELECT count(*) FROM _stbench_migrations")[0])  # type: ignore[index]
 
     # -- embeddings -----------------------------------------------------------------------------------
+    @_reads
     def embedding(self, task: str, encoder: str, weights_fingerprint: str, sample_id: str) -> dict | None:
         row = self._one(
             "SELECT path, source_fingerprint, n_patches, dim FROM embeddings "
@@ -184,6 +282,7 @@ class Catalog:
         )
         return None if row is None else dict(zip(("path", "source_fingerprint", "n_patches", "dim"), row))
 
+    @_writes
     def add_embedding(self, *, task: str, encoder: str, weights_fingerprint: str, sample_id: str,
                       source_fingerprint: str, path: str, n_patches: int, dim: int, stbench_version: str) -> None:
         self.con.execute(
@@ -193,10 +292,12 @@ class Catalog:
         )
 
     # -- runs -----------------------------------------------------------------------------------------
+    @_reads
     def run_status(self, run_id: str) -> str | None:
         row = self._one("SELECT status FROM runs WHERE run_id=?", [run_id])
         return None if row is None else row[0]
 
+    @_writes
     def start_run(self, run: dict, *, force: bool = False) -> None:
         """Insert (or reset) the run row; with ``force`` its old results are deleted first."""
         self.con.execute("BEGIN TRANSACTION")
@@ -215,11 +316,50 @@ class Catalog:
             self.con.execute("ROLLBACK")
             raise
 
+    @_reads
     def folds_done(self, run_id: str) -> set[int]:
         return {r[0] for r in self.con.execute("SELECT fold FROM fold_results WHERE run_id=?", [run_id]).fetchall()}
 
+    @_writes
     def write_fold(self, run: dict, rec: FoldRecord) -> None:
-        """All rows of one fold in one transaction."""
+        """All rows of one fold in one transaction, checked against each other before the commit."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._insert_fold(run, rec)
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    @_writes
+    def replace_run(self, run: dict, records: Sequence[FoldRecord]) -> None:
+        """Replace a run's stored result with a complete new one (every fold), in one transaction: until it
+        commits, readers see the previous result; if anything fails, the previous result stays."""
+        rid = run["run_id"]
+        old_models = [r[0] for r in self.con.execute("SELECT model_path FROM fold_results WHERE run_id=? AND "
+                                                     "model_path IS NOT NULL", [rid]).fetchall()]
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions", "runs"):
+                self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [rid])  # noqa: S608
+            cols = list(run) + ["status", "started_at"]
+            self.con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",  # noqa: S608
+                             [*run.values(), "running", _now()])
+            for rec in records:
+                self._insert_fold(run, rec)
+            self.con.execute("UPDATE runs SET status='complete', error=NULL, finished_at=? WHERE run_id=?", [_now(), rid])
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        kept = {rec.model_path for rec in records}
+        for old in old_models:  # the previous result's fitted models, now referred to by nothing
+            if old not in kept:
+                path = Path(old) if Path(old).is_absolute() else self.path.parent / old
+                path.unlink(missing_ok=True)
+
+    def _insert_fold(self, run: dict, rec: FoldRecord) -> None:
+        """Insert one fold's rows (inside the caller's transaction) and check them against each other."""
         s = rec.summary
         rid = run["run_id"]
         gene_rows = [
@@ -232,31 +372,28 @@ class Catalog:
             for sid, (pccs, mses, n) in rec.per_sample.items()
             for g, p, m in zip(rec.genes, pccs, mses)
         ]
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            values = {
-                "run_id": rid, "fold": rec.fold, "n_train": rec.n_train, "n_test": rec.n_test,
-                "n_features": rec.n_features, "n_genes": s.n_genes, "n_nan": s.n_nan, "alpha": rec.alpha,
-                "pcc_mean": s.pcc_mean, "pcc_std": s.pcc_std, "mse_mean": s.mse_mean, "pcc10": s.pcc_top.get(10),
-                "pcc50": s.pcc_top.get(50), "pcc200": s.pcc_top.get(200),
-                "train_samples": json.dumps(list(rec.train_samples)), "test_samples": json.dumps(list(rec.test_samples)),
-                "genes": json.dumps(list(rec.genes)), "seconds": rec.seconds,
-                "reducer_report": json.dumps(rec.reducer_report) if rec.reducer_report else None,
-                "model_path": rec.model_path,
-            }
-            self.con.execute(
-                f"INSERT OR REPLACE INTO fold_results ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
-                list(values.values()),
-            )
-            self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
-            if sample_rows:
-                self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
-            if rec.predictions is not None:
-                self._write_predictions(rid, rec)
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
+        values = {
+            "run_id": rid, "fold": rec.fold, "n_train": rec.n_train, "n_test": rec.n_test,
+            "n_features": rec.n_features, "n_genes": s.n_genes, "n_nan": s.n_nan, "alpha": rec.alpha,
+            "pcc_mean": s.pcc_mean, "pcc_std": s.pcc_std, "mse_mean": s.mse_mean, "pcc10": s.pcc_top.get(10),
+            "pcc50": s.pcc_top.get(50), "pcc200": s.pcc_top.get(200),
+            "train_samples": json.dumps(list(rec.train_samples)), "test_samples": json.dumps(list(rec.test_samples)),
+            "genes": json.dumps(list(rec.genes)), "seconds": rec.seconds,
+            "reducer_report": json.dumps(rec.reducer_report) if rec.reducer_report else None,
+            "model_path": rec.model_path,
+        }
+        self.con.execute(
+            f"INSERT OR REPLACE INTO fold_results ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+            list(values.values()),
+        )
+        self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
+        if sample_rows:
+            self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
+        if rec.predictions is not None:
+            self._write_predictions(rid, rec)
+        problems = self.inconsistencies(run_ids=[rid], fold=rec.fold, runs=False)
+        if problems:  # what was about to be stored contradicts itself: keep none of it
+            raise StoreError(f"{self.path}: refusing to store an inconsistent fold: {problems[0]}")
 
     def _write_predictions(self, run_id: str, rec: FoldRecord) -> None:
         """Long format through an Arrow table (one insert, not one statement per value)."""
@@ -283,6 +420,26 @@ class Catalog:
         finally:
             self.con.unregister("_stbench_predictions")
 
+    @_writes
+    def forget_embedding(self, task: str, encoder: str, weights_fingerprint: str, sample_id: str) -> None:
+        """Drop an embedding row (its file is gone or broken): the next run recomputes it."""
+        self.con.execute("DELETE FROM embeddings WHERE task=? AND encoder=? AND weights_fingerprint=? AND sample_id=?",
+                         [task, encoder, weights_fingerprint, sample_id])
+
+    @_writes
+    def forget_run(self, run_id: str, *, why: str = "its results were removed by `bench store verify --repair`") -> None:
+        """Drop a run's results and mark it failed, in one transaction: the next run recomputes it."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
+                self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [run_id])  # noqa: S608
+            self.con.execute("UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?", [why, _now(), run_id])
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    @_writes
     def finish_run(self, run_id: str, *, error: str | None = None) -> None:
         self.con.execute(
             "UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
@@ -290,17 +447,20 @@ class Catalog:
         )
 
     # -- gene selections (HVG/SVG per fold) ---------------------------------------------------------------
+    @_reads
     def selection(self, task_fingerprint: str, fold: int, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
         row = self._one("SELECT value FROM gene_selections WHERE task_fingerprint=? AND fold=? AND kind=? AND key=?",
                         [task_fingerprint, fold, kind, json.dumps(key, sort_keys=True)])
         return None if row is None else json.loads(row[0])
 
+    @_reads
     def selections(self, task_fingerprint: str, fold: int) -> dict[tuple[str, str], dict[str, Any]]:
         """Every stored selection of one task fold: ``{(kind, key as canonical JSON): value}``."""
         rows = self.con.execute("SELECT kind, key, value FROM gene_selections WHERE task_fingerprint=? AND fold=?",
                                 [task_fingerprint, fold]).fetchall()
         return {(kind, key): json.loads(value) for kind, key, value in rows}
 
+    @_writes
     def add_selection(self, *, task: str, task_fingerprint: str, fold: int, kind: str, key: dict[str, Any],
                       value: dict[str, Any], stbench_version: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO gene_selections VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -308,6 +468,7 @@ class Catalog:
                           stbench_version, _now()])
 
     # -- queries --------------------------------------------------------------------------------------
+    @_reads
     def summary(self, *, run_ids: Sequence[str] | None = None, task: str | None = None, encoder: str | None = None,
                 reducer: str | None = None, include_incomplete: bool = False) -> pl.DataFrame:
         """One row per run: mean and population std over folds of the fold PCC, mean MSE, NaN genes."""
@@ -333,14 +494,61 @@ class Catalog:
         """  # noqa: S608
         return self._frame(sql, params)
 
+    @_reads
+    def inconsistencies(self, *, run_ids: Sequence[str] | None = None, fold: int | None = None,
+                        runs: bool = True) -> list[str]:
+        """Every stored summary that disagrees with the rows beneath it (`stbench.stores.consistency`):
+        fold rows against their gene rows and, with ``runs``, run summaries against their fold rows.
+        Empty when the catalog is consistent. ``write_fold`` checks each fold before committing it."""
+        from stbench.stores.consistency import fold_problems, run_problems
+
+        where, params = ["1=1"], []
+        if run_ids is not None:
+            where.append(f"run_id IN ({', '.join('?' * len(run_ids)) or 'NULL'})")
+            params.extend(run_ids)
+        if fold is not None:
+            where.append("fold = ?")
+            params.append(fold)
+        cond = " AND ".join(where)
+        folds = self._frame(f"SELECT * FROM fold_results WHERE {cond} ORDER BY run_id, fold", params).to_dicts()  # noqa: S608
+        genes: dict[tuple[str, int], list[dict]] = {}
+        for g in self._frame(f"SELECT run_id, fold, gene, pcc, mse, n_train, n_test, alpha FROM gene_results "  # noqa: S608
+                             f"WHERE {cond}", params).iter_rows(named=True):
+            genes.setdefault((g["run_id"], g["fold"]), []).append(g)
+        problems = [p for f in folds for p in fold_problems(f, genes.pop((f["run_id"], f["fold"]), []))]
+        problems += [f"run {r} fold {i}: gene rows without a fold row" for r, i in sorted(genes)]
+        if runs:
+            by_run: dict[str, list[dict]] = {}
+            for f in folds:
+                by_run.setdefault(f["run_id"], []).append(f)
+            summary = self.summary(run_ids=run_ids, include_incomplete=True)
+            n_folds = dict(self.con.execute("SELECT run_id, n_folds FROM runs").fetchall())
+            for run in summary.iter_rows(named=True):
+                problems += run_problems({**run, "n_folds": n_folds.get(run["run_id"])}, by_run.pop(run["run_id"], []))
+            problems += [f"run {r}: fold rows without a run row" for r in sorted(by_run)]
+        return problems
+
+    @_reads
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        """A read-only SQL query as a polars frame, in its own read session (or the caller's)."""
+        return self._frame(sql, params)
+
+    @_reads
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """A read-only SQL query as tuples, in its own read session (or the caller's)."""
+        return self.con.execute(sql, list(params)).fetchall()
+
+    @_reads
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         """The first row or None. DuckDB 2 wants every result read to the end before the next statement."""
         rows = self.con.execute(sql, list(params)).fetchall()
         return rows[0] if rows else None
 
+    @_reads
     def _frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         return self.con.sql(sql, params=list(params) or None).pl()
 
+    @_reads
     def fitted_models(self, *, task: str, encoder: str, reducer: str, fold: int) -> pl.DataFrame:
         """Complete runs with a saved reducer state for ``fold``, newest first."""
         sql = """
@@ -354,14 +562,17 @@ class Catalog:
         """
         return self._frame(sql, [task, encoder, reducer, fold])
 
+    @_reads
     def embedding_paths(self, task: str, encoder: str, weights_fingerprint: str) -> dict[str, str]:
         rows = self.con.execute("SELECT sample_id, path FROM embeddings WHERE lower(task)=lower(?) AND encoder=? "
                                 "AND weights_fingerprint=?", [task, encoder, weights_fingerprint]).fetchall()
         return dict(rows)
 
+    @_reads
     def fold_table(self, run_id: str) -> pl.DataFrame:
         return self._frame("SELECT * FROM fold_results WHERE run_id=? ORDER BY fold", [run_id])
 
+    @_reads
     def sample_pccs(self, run_id: str) -> dict[int, dict[str, list[float]]]:
         """Per-gene PCC within each test sample: ``{fold: {sample_id: [pcc, ...]}}`` (genes in name order)."""
         rows = self.con.execute("SELECT fold, sample_id, pcc FROM sample_gene_results WHERE run_id=? "
@@ -371,6 +582,7 @@ class Catalog:
             out.setdefault(fold, {}).setdefault(sid, []).append(float("nan") if pcc is None else pcc)
         return out
 
+    @_reads
     def gene_table(self, *, run_ids: Sequence[str] | None = None) -> pl.DataFrame:
         if run_ids is None:
             return self._frame("SELECT * FROM gene_results ORDER BY run_id, fold, gene")

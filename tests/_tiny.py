@@ -15,12 +15,12 @@ from stbench.data.layout import TaskWriter, leave_one_group_out
 
 
 def make_tiny_task(root: Path, name: str = "TINY", *, n_samples: int = 3, n_spots: int = 24, n_genes: int = 60,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, overwrite: bool = False) -> Path:
     rng = np.random.default_rng(seed)
     genes = [f"G{i:03d}" for i in range(n_genes)]
     load = rng.normal(size=(3, n_genes))
     groups = {}
-    with TaskWriter(root, name) as w:
+    with TaskWriter(root, name, overwrite=overwrite) as w:
         for s in range(n_samples):
             sid = f"S{s}"
             groups[sid] = sid

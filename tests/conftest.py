@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,15 @@ def her2st_run(her2st_task_root: Path, tmp_path_factory: pytest.TempPathFactory)
         results = run_task(task, "efficientnet-lite0", [ReducerChoice("identity"), ReducerChoice("pca")],
                            Protocol.from_options(), st, device="cpu")
     return task, store_dir, results
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_digest_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole session (session fixtures included): a digest cache under tmp, not the user's home."""
+    path = tmp_path_factory.mktemp("digests") / "file-digests.sqlite"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STBENCH_DIGEST_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(autouse=True)

@@ -188,7 +188,7 @@ def test_runner_saves_each_fold_booster_and_it_reloads_to_the_same_latent(root, 
         assert report["programs_kept"] >= 1 and -1 <= report["init_prototype_corr"] <= 1
         # the paper's rule: SVGs found in both training samples' top 60, unless fewer than 10 are
         assert (report["svg_rule"], report["n_svg"]) in {("intersection", report["svg_intersection"]), ("mean-rank", 60)}
-        booster = load_booster(f["model_path"])
+        booster = load_booster(st.resolve(f["model_path"]))  # recorded relative to the store root
         assert booster.prototype_names_[0].startswith("PATHWAY_")
         X = np.concatenate([data[s].X for s in json.loads(f["test_samples"])])
         # refit from scratch with the same seed: the saved booster reproduces the latent of a fresh fit

@@ -43,7 +43,7 @@ def test_gene_programs_per_fold_are_reported_and_saved(her2st_run, hallmark):
         assert r["programs_kept"] == len(kept) >= 1 and r["programs_total"] == 50
         assert r["n_svg"] >= 50 and r["svg_rule"] in ("intersection", "mean-rank")
         assert 0 < r["init_prototype_corr"] < 1
-        booster = load_booster(f["model_path"])
+        booster = load_booster(st.resolve(f["model_path"]))  # recorded relative to the store root
         assert set(booster.prototype_names_) == set(kept)
         assert all(n.startswith("HALLMARK_") for n in booster.prototype_names_)
         assert len(booster.hvgs_) == 200

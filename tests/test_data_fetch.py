@@ -32,6 +32,7 @@ from stbench.data.layout import TaskWriter, leave_one_group_out
 from stbench.errors import FetchError, StbenchError
 from stbench.tasks import TASK_META, PatchFile, open_task
 from stbench.testing import COMMIT, write_hub_repo
+from tests._kill import killed_at, needs_sigkill
 
 GENES = ["EPCAM", "KRT8", "PTPRC", "COL1A1", "MKI67"]
 
@@ -187,6 +188,26 @@ def test_dangling_link_is_replaced(tmp_path: Path, offline_hub: Path, tasks_src:
     path = fetch_task("skcm", root)
     assert path.is_dir() and not missing_parts(path)
 
+
+@needs_sigkill
+def test_a_killed_fetch_is_never_listed_and_the_next_fetch_removes_it(
+    tmp_path: Path, offline_hub: Path, tasks_src: Path
+) -> None:
+    from stbench.tasks import list_task_dirs
+
+    build_hub_cache(offline_hub, tasks_src, ["SKCM"])
+    root = tmp_path / "data"
+    killed_at(tmp_path, f"""
+        from stbench.data import fetch
+        block_at(fetch.os, "replace")  # the link to the cache staged, not yet renamed into place
+        fetch.fetch_task("skcm", Path({str(root)!r}))
+    """)
+    [debris] = root.iterdir()
+    assert debris.name.startswith(".SKCM.") and debris.is_symlink() and (debris / "splits").is_dir()
+    assert list_task_dirs(root) == []
+    (root / ".LUNG.fetch-1a2b3c4d").symlink_to(tmp_path)  # an older stbench's, without its writer's identity
+    fetch_task("skcm", root)
+    assert sorted(p.name for p in root.iterdir()) == [".LUNG.fetch-1a2b3c4d", "SKCM"]  # young: it may still run
 
 def test_without_symlinks_files_are_hard_linked(
     tmp_path: Path, offline_hub: Path, tasks_src: Path, monkeypatch: pytest.MonkeyPatch

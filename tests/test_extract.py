@@ -53,7 +53,8 @@ def test_a_killed_extraction_registers_nothing_half_written_and_the_rerun_resume
             ensure_embeddings(task, tiny_encoder(fail_after=4), st, batch_size=10, device="cpu")
         rows = st.catalog.con.execute("SELECT sample_id FROM embeddings ORDER BY sample_id").fetchall()
         assert rows == [("S0",)]
-        files = sorted(p.name for p in store_dir.rglob("*") if p.is_file() and p.suffix != ".duckdb" and "wal" not in p.name)
+        files = sorted(p.name for p in store_dir.rglob("*")
+                       if p.is_file() and p.suffix not in (".duckdb", ".lock") and "wal" not in p.name)
         assert files == ["S0.h5"]  # no temporary or partial file left behind
         enc = tiny_encoder()
         _, paths = ensure_embeddings(task, enc, st, batch_size=10, device="cpu")

@@ -284,6 +284,25 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(root, tmp_path):
     assert again.exit_code == 3 and again.output.count("cached") >= 2
 
 
+def test_a_flipped_bit_in_a_stored_embedding_file_fails_the_run_with_one_line(root, tmp_path):
+    import h5py
+
+    store = tmp_path / "store"
+    args = ("--task", "tiny", "--encoder", "test-tiny-cnn", "--reducer", "identity")
+    assert _bench(root, store, *args).exit_code == 0
+    [path] = (store / "embeddings").rglob("S1.h5")
+    with h5py.File(path, "r+") as h5:
+        row = h5["embeddings"][0]
+        row.view(np.uint32)[3] ^= 1  # the lowest mantissa bit of one float
+        h5["embeddings"][0] = row
+    result = _bench(root, store, *args, "--alpha", "cv")  # a new cell: reads the stored embeddings again
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    flat = "".join(result.output.split())  # rich wraps long lines (and shortens the path in the table)
+    assert "StoreError:" in flat and "checksummismatch" in flat and "deleteitandrerun" in flat, result.output
+    run = {r["alpha_rule"]: r for r in _runs(store)}
+    assert run["cv"]["status"] == "failed" and run["cv"]["error"].startswith(f"StoreError: {path}: checksum mismatch")
+    assert run["hest"]["status"] == "complete"  # computed before the damage
+
 # -- PCC kinds and gene panels ---------------------------------------------------------------------------
 
 

@@ -386,6 +386,16 @@ def test_rebuild_replaces_its_own_files_only(store, tmp_path):
     assert r.exit_code != 0 and "no result sets with that reducer" in r.output
 
 
+def test_a_folder_holding_only_debris_is_built_into(store, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / ".index.html.1a2b3c4d.tmp").write_text("left by a killed writer")
+    r = CliRunner().invoke(cli, ["leaderboard", "build", "--store", str(store), "--include-synthetic", "--no-embeddings",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "index.html").exists() and not (out / ".index.html.1a2b3c4d.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # built next to it, swapped in, nothing left over
+
 def test_serve_answers_on_localhost(site):
     from stbench.leaderboard import make_server
 

@@ -213,8 +213,6 @@ def test_unknown_names_and_bad_options_suggest_and_write_nothing(root, tmp_path,
 
 
 def test_spot_predictions_are_stored_and_rescore_to_the_stored_pcc(root, tmp_path):
-    from stbench.metrics import pearson_per_gene
-
     (res,) = _run(root, tmp_path / "s", reducers_=("pca",))
     with Store(tmp_path / "s") as st:
         preds = st.catalog.con.sql("SELECT * FROM spot_predictions WHERE run_id=?", params=[res.run_id]).pl()
@@ -226,8 +224,19 @@ def test_spot_predictions_are_stored_and_rescore_to_the_stored_pcc(root, tmp_pat
         y_true = fold["y_true"].to_numpy().reshape(-1, len(names))
         y_pred = fold["y_pred"].to_numpy().reshape(-1, len(names))
         stored = genes.filter(genes["fold"] == f["fold"]).sort("gene")["pcc"].to_numpy()
-        np.testing.assert_allclose(pearson_per_gene(y_true, y_pred), stored, atol=1e-4)
+        rescored = [np.corrcoef(y_true[:, j], y_pred[:, j])[0, 1] for j in range(len(names))]  # numpy's own
+        np.testing.assert_allclose(rescored, stored, atol=1e-4)
         assert fold["x"].null_count() == 0 and len(set(fold["barcode"])) == f["n_test"]
+    # the measured expression is log1p of the raw counts, read here with anndata alone
+    task = open_task("tiny", root)
+    for sid in {s for f in res.folds for s in json.loads(f["test_samples"])}:
+        counts = ad.read_h5ad(task.samples[sid].adata)
+        part = preds.filter(preds["sample_id"] == sid)
+        raw = counts[part["barcode"].to_list(), :].X
+        raw = raw.toarray() if hasattr(raw, "toarray") else np.asarray(raw)
+        col = {g: j for j, g in enumerate(counts.var_names)}
+        expected = np.log(1.0 + raw[np.arange(len(part)), [col[g] for g in part["gene"]]])
+        np.testing.assert_allclose(part["y_true"].to_numpy(), expected, rtol=1e-6)
 
 
 def test_a_new_reducer_version_is_a_new_result_set_and_version_1_ids_are_unchanged(tmp_path):
@@ -247,3 +256,26 @@ def test_a_new_reducer_version_is_a_new_result_set_and_version_1_ids_are_unchang
 
     assert runner.run_id_for(task, "enc", "sha256:0", PCA2(), protocol) != v1
     assert reducers.get("bpbooster-random").version == 2  # fused Adam changed its numbers
+
+
+def test_after_a_real_run_every_stored_summary_is_what_the_rows_beneath_it_give(root, tmp_path):
+    _run(root, tmp_path / "s")
+    _run(root, tmp_path / "s", protocol=Protocol.from_options(alpha="cv"))
+    with Store(tmp_path / "s") as st:
+        cat = st.catalog
+        assert cat.inconsistencies() == []
+        genes = cat.gene_table().to_pandas()
+        folds = cat.con.execute("SELECT run_id, fold, n_genes, n_nan, pcc_mean, pcc_std, mse_mean FROM fold_results").fetchall()
+        assert len(folds) == 4 * 3
+        for run_id, fold, n_genes, n_nan, pcc_mean, pcc_std, mse_mean in folds:
+            g = genes[(genes.run_id == run_id) & (genes.fold == fold)]
+            pcc = g.pcc.to_numpy(dtype=float)
+            ok = pcc[np.isfinite(pcc)]
+            assert (n_genes, n_nan) == (len(g), len(pcc) - len(ok)) == (20, 0)
+            assert pcc_mean == pytest.approx(ok.mean(), rel=1e-12)
+            assert pcc_std == pytest.approx(ok.std(ddof=0), rel=1e-12)
+            assert mse_mean == pytest.approx(g.mse.mean(), rel=1e-12)
+        for s in cat.summary().iter_rows(named=True):
+            v = np.array([f[4] for f in folds if f[0] == s["run_id"]])
+            assert s["folds"] == 3 and s["pcc_mean"] == pytest.approx(v.mean(), rel=1e-12)
+            assert s["pcc_std"] == pytest.approx(v.std(ddof=0), rel=1e-12)

@@ -75,3 +75,21 @@ def test_patch_file_problems_name_the_file(tmp_path):
         h5["coords"] = np.zeros((2, 2))
     with pytest.raises(DataError, match="duplicate barcode 'a'"):
         PatchFile(f)
+
+
+def test_a_sample_in_both_train_and_test_of_a_fold_is_refused_by_name(tmp_path):
+    path = make_tiny_task(tmp_path)  # leave-one-out over S0, S1, S2: fold 0 tests S0, trains on S1, S2
+    (path / "splits" / "test_0.csv").write_text(
+        "sample_id,patches_path,expr_path\nS0,patches/S0.h5,adata/S0.h5ad\nS2,patches/S2.h5,adata/S2.h5ad\n")
+    with pytest.raises(DataError, match=r"test_0\.csv: samples in both train and test of fold 0: \['S2'\]"):
+        open_task("TINY", tmp_path)
+
+
+def test_hidden_folders_such_as_an_import_in_progress_are_not_tasks(tmp_path):
+    from stbench.tasks import list_task_dirs
+
+    for name in ("REAL", ".REAL.tmp-host-123-456-0123abcd", ".OLD.old-1a2b3c4d", ".hidden"):
+        (tmp_path / name / "splits").mkdir(parents=True)
+    assert list_task_dirs(tmp_path) == [tmp_path / "REAL"]
+    with pytest.raises(StbenchError, match="unknown task"):
+        find_task_dir(".hidden", tmp_path)

@@ -60,7 +60,7 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from stbench.cli import booster, data, leaderboard, listing, run
+    from stbench.cli import booster, data, leaderboard, listing, run, store
 
     cli.add_command(run.run)
     cli.add_command(run.results)
@@ -69,6 +69,7 @@ def _register_commands() -> None:
     cli.add_command(booster.explain)
     cli.add_command(booster.ablate)
     cli.add_command(leaderboard.leaderboard_group)
+    cli.add_command(store.store_group)
 
 
 _register_commands()

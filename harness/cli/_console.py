@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import click
 
 from stbench.settings import DATA_ROOT_ENV, STORE_ENV
+from stbench.stores.locks import LOCK_TIMEOUT_ENV
 
 __all__ = ["console", "err_console", "data_root_option", "store_option", "quiet_library_warnings", "make_progress", "SYNTHETIC_NOTE"]
 
@@ -37,10 +39,23 @@ def data_root_option(f: Callable) -> Callable:
     )(f)
 
 
+def _set_lock_timeout(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+    if value is not None:  # read by every catalog and lock this process opens (stbench.stores.locks)
+        if value < 0:
+            raise click.BadParameter("must be a number of seconds >= 0")
+        os.environ[LOCK_TIMEOUT_ENV] = repr(float(value))
+
+
 def store_option(f: Callable) -> Callable:
+    f = click.option(
+        "--lock-timeout", type=float, metavar="SECONDS", expose_value=False, callback=_set_lock_timeout,
+        envvar=LOCK_TIMEOUT_ENV, show_envvar=True,
+        help="How long to wait for the store's catalog while another bench process holds it. [default: 300]",
+    )(f)
     return click.option(
         "--store", type=click.Path(file_okay=False), envvar=STORE_ENV, show_envvar=True,
-        help="Store folder (embeddings + catalog.duckdb). [default: ./stbench-store]",
+        help="Store folder (embeddings + catalog.duckdb); several bench processes can use one at once. "
+             "[default: ./stbench-store]",
     )(f)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
@@ -20,6 +19,7 @@ from huggingface_hub import constants, snapshot_download
 from stbench.errors import FetchError, StbenchError, suggest
 from stbench.hub import ACCESS_HINT, hub_problem, offline_mode
 from stbench.tasks import GENES_FILE, HEST_TASKS, canonical_task_name, open_task
+from stbench.tempfiles import clean_stale, temp_path
 
 __all__ = ["HEST_REPO_ID", "fetch_task", "missing_parts"]
 
@@ -139,9 +139,11 @@ def missing_parts(task_dir: Path) -> list[str]:
 
 
 def _place(src: Path, dest: Path) -> None:
-    """Put ``src`` at ``dest`` by a rename, so a reader never sees a half-made folder."""
+    """Put ``src`` at ``dest`` by a rename, so a reader never sees a half-made folder; first removes what a
+    killed placement left next to it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.fetch-{uuid.uuid4().hex[:8]}"
+    clean_stale(dest.parent)
+    tmp = temp_path(dest)
     try:
         try:
             os.symlink(src.absolute(), tmp, target_is_directory=True)

@@ -1,8 +1,9 @@
 """Writing a task in the HEST-Benchmark layout, all or nothing.
 
 Every importer (her2st, the synthetic demo, later Visium and tables) writes through `TaskWriter`: files go
-to a hidden temporary folder next to the destination and appear under the task's name only when
-`TaskWriter.commit` renames it, so an interrupted import never leaves a half-written task behind.
+to a hidden temporary folder next to the destination (`stbench.tempfiles`) and appear under the task's name
+only when `TaskWriter.commit` renames it, so an interrupted import never leaves a half-written task behind; the
+next import into the data root removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +20,7 @@ import numpy as np
 
 from stbench.errors import DataError, StbenchError
 from stbench.tasks import GENES_FILE, TASK_META
+from stbench.tempfiles import clean_stale, temp_path
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -187,10 +188,11 @@ class TaskWriter:
         self.root = Path(root)
         self.name = name
         self.dest = self.root / name
+        clean_stale(self.root)  # first: it may put back a task that a killed overwrite had moved aside
         if self.dest.exists() and not overwrite:
             raise StbenchError(f"{self.dest} already exists; pass --overwrite to replace it")
         self.overwrite = overwrite
-        self.tmp = self.root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp = temp_path(self.dest)
         self.samples: list[str] = []
 
     def __enter__(self) -> TaskWriter:
@@ -263,7 +265,7 @@ class TaskWriter:
         (self.tmp / GENES_FILE).write_text(json.dumps({"genes": list(genes)}, indent=1))
         (self.tmp / TASK_META).write_text(json.dumps({"name": self.name, **meta}, indent=1))
         if self.dest.exists():
-            old = self.root / f".{self.name}.old-{uuid.uuid4().hex[:8]}"
+            old = temp_path(self.dest, "old")
             self.dest.rename(old)
             self.tmp.rename(self.dest)
             shutil.rmtree(old, ignore_errors=True)

@@ -204,16 +204,22 @@ class _BPBooster(Reducer):
         }
 
     def save(self, path: Path) -> Path:
-        """Write the fitted booster atomically (temp file + rename)."""
+        """Write the fitted booster atomically (a temp file named after its writer, then a rename)."""
         import os
 
         import torch
 
+        from stbench.tempfiles import clean_stale, temp_path
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        clean_stale(path.parent)
+        tmp = temp_path(path)
+        try:
+            torch.save(self.state(), tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
 
