@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,10 @@ __all__ = ["CellFailure", "FittedFold", "FoldPrediction", "ReducerChoice", "Redu
            "start_runs", "write_folds"]
 
 log = logging.getLogger("stbench")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # as the catalog stores times
 
 
 @dataclass(frozen=True)
@@ -478,37 +483,56 @@ def run_cells(
             out.extend(report(o) for o in plans[emitted].outcomes(store, errors[emitted]))
             emitted += 1
 
-    def compute(i: int, seed: int, group: list[tuple[dict, Protocol]], *, wait: bool) -> bool:
-        """One reducer fit group, under a lock shared by every process using the store: another process
-        that holds it computes these cells, and this one reads them back afterwards."""
+    def needed(run: dict) -> bool:
+        """Whether this process must still compute ``run`` (another may have done it meanwhile)."""
+        status = store.catalog.run_status(run["run_id"])
+        if force:  # recomputed unless another process finished it after this one started
+            return status != "complete" or not store.catalog.finished_since(run["run_id"], started)
+        return status != "complete"
+
+    def compute(i: int, seed: int, group: list[tuple[dict, Protocol]], *, wait: bool) -> list[tuple[dict, Protocol]]:
+        """Compute the runs of ``group`` that no other process is computing (each run is locked in the
+        store while it is computed); returns the runs another process holds. With ``wait``, waits for them."""
         plan = plans[i]
-        key = json.dumps([task.name, task.fingerprint, encoder.name, fingerprint, plan.reducer.name,
-                          plan.reducer.options_key(), plan.reducer.version, seed])
-        lock = store.lock("fit", key, what=f"{task.name}/{encoder.name}/{plan.reducer.name} (seed {seed}), being computed")
-        if not lock.acquire(None if wait else 0):
-            return False
+        held, busy = [], []
+        for run, p in group:
+            lock = store.lock("run", run["run_id"], what=f"the result set {run['run_id']} ({task.name}/{encoder.name}/"
+                                                         f"{plan.reducer.name}) being computed by another process")
+            (held if lock.acquire(None if wait else 0) else busy).append((run, p, lock))
         try:
-            if not force:  # another process may have completed some of them meanwhile
-                group = [(run, p) for run, p in group if store.catalog.run_status(run["run_id"]) != "complete"]
-                plan.todo = {rid: p for rid, p in plan.todo.items()
-                             if rid in {run["run_id"] for run, _ in group} or p.seed != seed}
-            if group:
-                on_start and on_start(plan.reducer)
-                errors[i].update(_compute_runs(group, plan.reducer, task, data, store, seed=seed, force=force,
+            todo = [(run, p) for run, p, _ in held if needed(run)]
+            for run_id in {run["run_id"] for run, _, _ in held} - {run["run_id"] for run, _ in todo}:
+                plan.todo.pop(run_id, None)  # computed by another process: read back as stored
+            if todo:
+                if on_start is not None:
+                    on_start(plan.reducer)
+                errors[i].update(_compute_runs(todo, plan.reducer, task, data, store, seed=seed, force=force,
                                                progress=progress, device=device))
         finally:
-            lock.release()
+            for _, _, lock in held:
+                lock.release()
+        return [(run, p) for run, p, _ in busy]
+
+    def group_done(i: int) -> None:
         left[i] -= 1
         if errors[i] and not keep_going:
             raise next(iter(errors[i].values()))
         emit_ready()
-        return True
 
+    started = _utcnow()
     emit_ready()
-    busy = [(i, seed, group) for i, plan in enumerate(plans) for seed, group in plan.groups
-            if not compute(i, seed, group, wait=False)]
-    for i, seed, group in busy:
-        compute(i, seed, group, wait=True)
+    deferred = []
+    for i, plan in enumerate(plans):
+        for seed, group in plan.groups:
+            busy = compute(i, seed, group, wait=False)
+            if busy:
+                deferred.append((i, seed, busy))
+            else:
+                group_done(i)
+    for i, seed, busy in deferred:  # one run at a time, in a fixed order: no two processes wait on each other
+        for run in sorted(busy, key=lambda rp: rp[0]["run_id"]):
+            compute(i, seed, [run], wait=True)
+        group_done(i)
     return out
 
 

@@ -317,6 +317,12 @@ class Catalog:
             raise
 
     @_reads
+    def finished_since(self, run_id: str, since: datetime) -> bool:
+        """Whether the run was completed at or after ``since`` (naive UTC)."""
+        row = self._one("SELECT finished_at FROM runs WHERE run_id=? AND status='complete'", [run_id])
+        return row is not None and row[0] is not None and row[0] >= since
+
+    @_reads
     def folds_done(self, run_id: str) -> set[int]:
         return {r[0] for r in self.con.execute("SELECT fold FROM fold_results WHERE run_id=?", [run_id]).fetchall()}
 

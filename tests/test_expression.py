@@ -1,10 +1,12 @@
-"""Expression: log1p of raw counts and HEST's gene rule, checked against hand-computed values."""
+"""Expression: count and gene-list readers, barcode and gene checks, log1p and HEST's gene rule."""
 
 import math
+import warnings
 
 import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
 import scipy.sparse as sp
 
 from stbench import expression as ex
@@ -63,3 +65,191 @@ def test_gene_rule_drops_blank_and_control_probes():
     a.var_names = [f"G{i:02d}" for i in range(48)] + ["BLANK_0001", "NegControlProbe_1", "RARE"]
     genes = ex.hest_gene_rule([a], n_top=49)
     assert "BLANK_0001" not in genes and "NegControlProbe_1" not in genes and len(genes) == 49
+
+
+def test_log1p_of_dense_counts_in_memory_and_backed_hand_computed(tmp_path):
+    a = ad.AnnData(np.array([[0, 3], [1, 7]], dtype=np.int32))
+    a.var_names = ["A", "B"]
+    a.write_h5ad(tmp_path / "dense.h5ad")
+    backed = ad.read_h5ad(tmp_path / "dense.h5ad", backed="r")  # its .X slices are plain ndarrays
+    try:
+        for adata in (a, backed):
+            out = ex.log1p_dense(adata, ["B", "A"])
+            np.testing.assert_allclose(out, [[math.log(4), 0.0], [math.log(8), math.log(2)]], rtol=1e-6)
+            assert out.dtype == np.float32
+    finally:
+        backed.file.close()
+
+
+def test_read_counts_round_trips_an_h5ad(tmp_path):
+    path = tmp_path / "s.h5ad"
+    _adata([[1, 0], [0, 5]], ["A", "B"], prefix="bc").write_h5ad(path)
+    a = ex.read_counts(path)
+    assert list(a.obs_names) == ["bc0", "bc1"] and list(a.var_names) == ["A", "B"]
+    np.testing.assert_array_equal(a.X.toarray(), [[1, 0], [0, 5]])
+
+
+@pytest.mark.filterwarnings("ignore:(Observation|Variable) names are not unique")  # anndata, on purpose
+def test_read_counts_makes_duplicate_gene_names_unique(tmp_path):
+    path = tmp_path / "s.h5ad"
+    _adata([[1, 2, 3]], ["GENE", "GENE", "B"]).write_h5ad(path)
+    assert list(ex.read_counts(path).var_names) == ["GENE", "GENE-1", "B"]
+
+
+@pytest.mark.filterwarnings("ignore:(Observation|Variable) names are not unique")  # anndata, on purpose
+def test_read_counts_rejects_a_duplicate_barcode_naming_it(tmp_path):
+    path = tmp_path / "s.h5ad"
+    a = _adata([[1], [2], [3]], ["A"])
+    a.obs_names = ["AAAC-1", "GGTT-1", "AAAC-1"]
+    a.write_h5ad(path)
+    with pytest.raises(DataError, match=r"s\.h5ad: duplicate barcode 'AAAC-1' in obs_names$") as err:
+        ex.read_counts(path)
+    assert err.value.path == path
+
+
+def test_read_counts_of_a_missing_file_says_so(tmp_path):
+    path = tmp_path / "absent.h5ad"
+    with pytest.raises(DataError, match=r"absent\.h5ad: count file does not exist$") as err:
+        ex.read_counts(path)
+    assert err.value.path == path
+
+
+def test_read_counts_of_a_corrupt_file_names_the_underlying_error(tmp_path):
+    path = tmp_path / "broken.h5ad"
+    path.write_bytes(b"not an HDF5 file" * 8)
+    msg = r"broken\.h5ad: cannot read as h5ad, truncated or corrupt\? \("
+    with pytest.raises(DataError, match=msg) as err:
+        ex.read_counts(path)
+    cause = err.value.__cause__
+    assert f"({type(cause).__name__}: {cause})" in str(err.value)
+    assert err.value.path == path
+
+
+def test_counts_for_barcodes_returns_rows_in_patch_order():
+    a = _adata([[1, 0], [2, 0], [3, 0]], ["A", "B"], prefix="bc")
+    out = ex.counts_for_barcodes(a, ["bc2", "bc0"])  # row 0 included: index 0 is found, not missing
+    assert list(out.obs_names) == ["bc2", "bc0"]
+    np.testing.assert_array_equal(out.X.toarray(), [[3, 0], [1, 0]])
+    assert not out.is_view
+
+
+def test_counts_for_barcodes_names_the_first_missing_barcode(tmp_path):
+    a = _adata([[1], [2]], ["A"], prefix="bc")
+    path = tmp_path / "s.h5ad"
+    msg = (r"s\.h5ad: 2 of 3 patch barcodes have no count row \(first: 'x1'\); "
+           r"the h5ad obs_names must be the patch file's barcodes$")
+    with pytest.raises(DataError, match=msg) as err:
+        ex.counts_for_barcodes(a, ["x1", "bc0", "x2"], path=path)
+    assert err.value.path == path
+
+
+def test_check_genes_present_accepts_genes_that_are_all_there():
+    assert ex.check_genes_present(_adata([[1, 2]], ["A", "B"]), ["B", "A"]) is None
+
+
+def test_check_genes_present_names_the_missing_genes(tmp_path):
+    path = tmp_path / "s.h5ad"
+    with pytest.raises(DataError, match=r"s\.h5ad: 2 of 3 genes of the gene list are absent: X, Y$") as err:
+        ex.check_genes_present(_adata([[1, 2]], ["A", "B"]), ["X", "A", "Y"], path=path)
+    assert err.value.path == path
+
+
+def test_check_genes_present_shows_at_most_8_missing_genes():
+    a = _adata([[1]], ["A"])
+    eight = [f"M{i}" for i in range(8)]
+    shown = "M0, M1, M2, M3, M4, M5, M6, M7"
+    with pytest.raises(DataError, match=rf"^8 of 9 genes of the gene list are absent: {shown}$"):
+        ex.check_genes_present(a, ["A", *eight])
+    with pytest.raises(DataError, match=rf"^9 of 9 genes of the gene list are absent: {shown} \.\.\.$"):
+        ex.check_genes_present(a, [*eight, "M8"])
+
+
+def test_read_gene_file_json_object_and_json_list(tmp_path):
+    obj, lst = tmp_path / "genes.json", tmp_path / "list.json"
+    obj.write_text('{"genes": ["TP53", "ERBB2"], "source": "HEST"}')
+    lst.write_text('["ERBB2", 7157]')  # a numeric id comes back as text, like every gene name
+    assert ex.read_gene_file(obj) == ["TP53", "ERBB2"]
+    assert ex.read_gene_file(lst) == ["ERBB2", "7157"]
+
+
+def test_read_gene_file_text_takes_the_first_column_and_skips_comments_and_blanks(tmp_path):
+    path = tmp_path / "genes.csv"
+    path.write_text("# HVGs of fold 0\nTP53, 0.9\n\n  \nERBB2,0.8,x\nGATA3\n")
+    assert ex.read_gene_file(path) == ["TP53", "ERBB2", "GATA3"]
+
+
+def test_read_gene_file_errors_name_the_file_and_the_problem(tmp_path):
+    absent, empty, empty_json = tmp_path / "absent.txt", tmp_path / "empty.txt", tmp_path / "empty.json"
+    empty.write_text("# nothing yet\n\n")
+    empty_json.write_text('{"genes": []}')
+    msg = r"absent\.txt: cannot read gene file \(No such file or directory\)$"
+    with pytest.raises(DataError, match=msg) as err:
+        ex.read_gene_file(absent)
+    assert err.value.path == absent
+    for path in (empty, empty_json):
+        with pytest.raises(DataError, match=rf"{path.name}: gene file lists no genes$") as err:
+            ex.read_gene_file(path)
+        assert err.value.path == path
+
+
+def test_gene_rule_needs_at_least_one_sample():
+    with pytest.raises(ValueError, match=r"^hest_gene_rule needs at least one sample$"):
+        ex.hest_gene_rule([])
+
+
+def test_gene_rule_returns_hests_50_genes_by_default():
+    a = _sample(np.random.default_rng(4), 60, 1.0, "a")  # 51 genes pass the filter
+    assert len(ex.hest_gene_rule([a])) == 50
+
+
+def test_gene_rule_keeps_only_genes_measured_in_every_sample():
+    rng = np.random.default_rng(5)
+    a, b, c = (_sample(rng, 40, 1.0, p) for p in "abc")
+    a.var_names = [*a.var_names[:50], "A_AND_C"]  # expressed wherever measured, but b has no such column
+    b.var_names = [*b.var_names[:50], "B_ONLY"]
+    c.var_names = [*c.var_names[:50], "A_AND_C"]
+    assert sorted(ex.hest_gene_rule([a, b, c], n_top=50)) == [f"G{i:02d}" for i in range(50)]
+
+
+def test_gene_rule_counts_a_count_of_one_as_expressed():
+    rng = np.random.default_rng(6)
+    a = _sample(rng, 100, 0.0, "a")
+    counts = a.X.toarray()
+    counts[:50, 50] = 1  # RARE: a single read in half the spots
+    a = _adata(counts, a.var_names)
+    assert "RARE" in ex.hest_gene_rule([a], n_top=51)
+
+
+def test_gene_rule_on_a_one_spot_sample_takes_its_spot_as_all_of_its_spots():
+    rng = np.random.default_rng(7)
+    big = _sample(rng, 60, 1.0, "big")
+    one = _sample(rng, 1, 0.0, "one")  # every gene but RARE detected in its single spot
+    genes = ex.hest_gene_rule([one, big], n_top=50, min_frac=1.0)
+    assert sorted(genes) == [f"G{i:02d}" for i in range(50)]
+
+
+def test_gene_rule_stacks_samples_that_share_barcodes_without_a_warning():
+    rng = np.random.default_rng(8)
+    # the same barcodes in both samples, as Visium's fixed barcode whitelist gives
+    a, b = _sample(rng, 30, 1.0, "AAAC-"), _sample(rng, 30, 1.0, "AAAC-")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex.hest_gene_rule([a, b], n_top=51)
+    assert not [w for w in caught if "not unique" in str(w.message)]
+
+
+def test_gene_rule_ranks_by_normalised_dispersion_ties_in_gene_order():
+    rng = np.random.default_rng(9)
+    counts = rng.negative_binomial(n=rng.uniform(0.5, 20, size=12), p=0.3, size=(80, 12)) + 1.0
+    counts = np.hstack([counts, counts[:, :6]])  # genes 12..17 repeat genes 0..5: tied dispersions
+    names = [f"G{i:02d}" for i in rng.permutation(18)]
+    a = _adata(counts, names)
+    genes = ex.hest_gene_rule([a], n_top=10)
+    # the expected ranking from scanpy's own dispersions, sorted here (Python's sort keeps ties in order)
+    ref = a.copy()
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, n_top_genes=10)
+    hv = ref.var[ref.var["highly_variable"]]
+    assert genes == sorted(hv.index, key=lambda g: -hv.loc[g, "dispersions_norm"])
+    assert genes != sorted(genes, key=names.index)  # precondition: the ranking is not just the input order
+    assert hv["dispersions_norm"].duplicated().sum() >= 3  # precondition: there are ties to keep in order

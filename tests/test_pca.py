@@ -1,5 +1,7 @@
 """The pca reducer against scikit-learn and numpy computed in the test: train-fold statistics only."""
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
@@ -8,8 +10,10 @@ from sklearn.preprocessing import StandardScaler
 from stbench.reducers import TrainFold, create_reducer
 
 
-def _fold(X):
-    return TrainFold(X=X, expression=None, coords=np.zeros((len(X), 2)), sample_ids=np.array(["s"] * len(X)), seed=1)
+def _fold(X, seed=1, fold=0):
+    n = len(X)
+    return TrainFold(X=X, expression=None, coords=np.zeros((n, 2)), sample_ids=np.array(["s"] * n), seed=seed,
+                     fold=fold)
 
 
 def _data(seed=0):
@@ -58,3 +62,42 @@ def test_too_many_components_are_capped_by_the_training_fold(caplog):
     assert "256 components requested" in caplog.text
     with pytest.raises(Exception):
         create_reducer("pca", n_components="many")
+
+
+def test_fewer_training_rows_than_features_caps_at_rows_minus_one(caplog):
+    """n training rows span at most n - 1 directions once centred: the n-th component would be noise."""
+    X_train, X_test = _data(4)
+    with caplog.at_level(logging.WARNING, logger="stbench"):
+        r = create_reducer("pca", n_components=256).fit(_fold(X_train[:10], fold=3))
+    assert r.n_components_ == 9
+    assert r.transform(X_test).shape == (15, 9)
+    expected = "pca: 256 components requested but fold 3 has 10 training spots and 12 features; using 9"
+    assert expected in caplog.messages
+
+
+def test_components_exactly_at_the_cap_are_kept_without_a_warning(caplog):
+    X_train, X_test = _data(5)
+    with caplog.at_level(logging.WARNING, logger="stbench"):
+        r = create_reducer("pca", n_components=12).fit(_fold(X_train))  # 40 rows, 12 features: cap 12
+    assert r.n_components_ == 12 and r.transform(X_test).shape == (15, 12)
+    assert caplog.records == []
+
+
+def test_transform_returns_float32():
+    X_train, X_test = _data(6)
+    r = create_reducer("pca", n_components=3).fit(_fold(X_train))
+    assert r.transform(X_test).dtype == np.float32
+    assert r.transform(X_test.astype(np.float64)).dtype == np.float32
+
+
+def test_randomized_solver_uses_the_fold_seed():
+    """Above 500 rows scikit-learn's PCA solves randomly: the fold's seed makes the features reproducible."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(501, 60)).astype(np.float32)  # flat spectrum: another random state gives other axes
+    r = create_reducer("pca", n_components=5).fit(_fold(X, seed=7))
+    scaler = StandardScaler().fit(X)
+    Z = scaler.transform(X)
+    expected = PCA(n_components=5, random_state=7).fit(Z).transform(Z[:20])
+    other_seed = PCA(n_components=5, random_state=8).fit(Z).transform(Z[:20])
+    assert not np.allclose(np.abs(other_seed), np.abs(expected), atol=1e-2)  # precondition: the seed matters
+    np.testing.assert_allclose(r.transform(X[:20]), expected, atol=1e-4)

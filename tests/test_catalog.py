@@ -1,0 +1,272 @@
+"""The catalog's API, table by table, against values written and computed here: embeddings, runs and their
+status, folds, per-sample and per-spot rows, gene selections, summaries and filters, replacing and forgetting
+results, and sessions (locks, read-only use, nesting)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from stbench import metrics
+from stbench.errors import StoreError
+from stbench.stores.catalog import Catalog, FoldRecord
+from stbench.stores.locks import FileLock
+
+
+def _run(run_id="r1", **kw):
+    base = {"run_id": run_id, "task": "TASK", "task_fingerprint": "tf", "synthetic": False, "encoder": "enc",
+            "weights_fingerprint": "w", "reducer": "pca", "reducer_options": "{}", "protocol": "{}",
+            "protocol_fingerprint": "p", "seed": 1, "solver": "lsqr", "alpha_rule": "hest", "gene_rule": "task",
+            "n_folds": 2, "stbench_version": "0"}
+    return {**base, **kw}
+
+
+def _fold(i, pcc, mse=None, *, genes=None, per_sample=None, predictions=None, model_path=None, alpha=0.5):
+    pcc = np.asarray(pcc, dtype=float)
+    mse = np.arange(1, len(pcc) + 1, dtype=float) if mse is None else np.asarray(mse, dtype=float)
+    genes = genes or [f"G{k}" for k in range(len(pcc))]
+    return FoldRecord(fold=i, n_train=10 + i, n_test=4, n_features=3, alpha=alpha, genes=genes, pcc=pcc, mse=mse,
+                      summary=metrics.summarise_fold(pcc, mse), per_sample=per_sample or {}, train_samples=["a", "b"],
+                      test_samples=["s"], seconds=0.25, reducer_report={"k": i} if i else None, model_path=model_path,
+                      predictions=predictions)
+
+
+@pytest.fixture
+def cat(tmp_path):
+    with Catalog(tmp_path / "c.duckdb") as c:
+        yield c
+
+
+def test_embedding_rows_are_keyed_by_task_encoder_weights_and_sample(cat):
+    row = dict(task="T", encoder="e", weights_fingerprint="w1", sample_id="S1", source_fingerprint="sha256:aa",
+               path="embeddings/T/e/w1/S1.h5", n_patches=7, dim=3, stbench_version="9")
+    cat.add_embedding(**row)
+    cat.add_embedding(**{**row, "weights_fingerprint": "w2", "path": "p2", "n_patches": 8})
+    assert cat.embedding("T", "e", "w1", "S1") == {"path": "embeddings/T/e/w1/S1.h5", "source_fingerprint": "sha256:aa",
+                                                   "n_patches": 7, "dim": 3}
+    assert cat.embedding("T", "e", "w2", "S1")["n_patches"] == 8
+    assert cat.embedding("T", "e", "w1", "S2") is None and cat.embedding("T", "x", "w1", "S1") is None
+    cat.add_embedding(**{**row, "n_patches": 9})  # the same key replaces its row
+    assert cat.embedding("T", "e", "w1", "S1")["n_patches"] == 9
+    assert cat.embedding_paths("t", "e", "w1") == {"S1": "embeddings/T/e/w1/S1.h5"}  # task matched case-insensitively
+    assert cat.embedding_paths("T", "E", "w1") == {}  # encoder names are exact
+    cat.forget_embedding("T", "e", "w1", "S1")
+    assert cat.embedding("T", "e", "w1", "S1") is None and cat.embedding("T", "e", "w2", "S1") is not None
+
+
+def test_run_status_goes_running_complete_or_failed_with_its_error(cat):
+    assert cat.run_status("r1") is None
+    cat.start_run(_run())
+    assert cat.run_status("r1") == "running"
+    cat.finish_run("r1", error="ValueError: bad")
+    row = cat.rows("SELECT status, error, finished_at IS NOT NULL FROM runs")[0]
+    assert row == ("failed", "ValueError: bad", True)
+    cat.start_run(_run())  # a restart resets the row to running
+    cat.finish_run("r1")
+    assert cat.rows("SELECT status, error FROM runs") == [("complete", None)]
+    assert cat.finished_since("r1", datetime(2000, 1, 1)) and not cat.finished_since("r1", datetime(3000, 1, 1))
+    assert not cat.finished_since("nope", datetime(2000, 1, 1))
+
+
+def test_a_fold_row_holds_what_was_written(cat):
+    run = _run()
+    cat.start_run(run)
+    cat.write_fold(run, _fold(1, [0.5, np.nan, 0.1], model_path="models/r1/fold1-x.pt"))
+    f = cat.fold_table("r1").to_dicts()[0]
+    assert (f["fold"], f["n_train"], f["n_test"], f["n_features"], f["alpha"]) == (1, 11, 4, 3, 0.5)
+    assert (f["n_genes"], f["n_nan"], f["seconds"]) == (3, 1, 0.25)
+    assert f["pcc_mean"] == pytest.approx(0.3) and f["pcc_std"] == pytest.approx(0.2)
+    assert f["mse_mean"] == pytest.approx(2.0) and f["pcc10"] is None
+    assert json.loads(f["train_samples"]) == ["a", "b"] and json.loads(f["test_samples"]) == ["s"]
+    assert json.loads(f["genes"]) == ["G0", "G1", "G2"] and json.loads(f["reducer_report"]) == {"k": 1}
+    assert f["model_path"] == "models/r1/fold1-x.pt"
+    assert cat.folds_done("r1") == {1} and cat.folds_done("r2") == set()
+    g = cat.gene_table(run_ids=["r1"]).to_dicts()
+    assert [r["gene"] for r in g] == ["G0", "G1", "G2"]
+    assert (g[0]["task"], g[0]["encoder"], g[0]["reducer"], g[0]["reducer_options"], g[0]["seed"]) == ("TASK", "enc", "pca", "{}", 1)
+    assert (g[0]["n_train"], g[0]["n_test"], g[0]["alpha"], g[0]["protocol_fingerprint"]) == (11, 4, 0.5, "p")
+    assert g[0]["pcc"] == 0.5 and math.isnan(g[1]["pcc"]) and g[2]["mse"] == 3.0
+    assert len(cat.gene_table()) == 3 and len(cat.gene_table(run_ids=[])) == 0
+
+
+def test_per_sample_pccs_come_back_by_fold_and_sample_in_gene_order(cat):
+    run = _run()
+    cat.start_run(run)
+    per = {"s2": (np.array([0.3, np.nan]), np.array([1.0, 2.0]), 5), "s1": (np.array([0.1, 0.2]), np.array([3.0, 4.0]), 6)}
+    cat.write_fold(run, _fold(0, [0.4, 0.6], genes=["B", "A"], per_sample=per))
+    out = cat.sample_pccs("r1")
+    assert list(out) == [0] and list(out[0]) == ["s1", "s2"]
+    assert out[0]["s1"] == [0.2, 0.1]  # genes in name order: A (second column), then B
+    assert out[0]["s2"][0] != out[0]["s2"][0] and out[0]["s2"][1] == 0.3  # NaN kept as NaN
+    rows = cat.rows("SELECT sample_id, gene, mse, n_spots FROM sample_gene_results ORDER BY 1, 2")
+    assert rows == [("s1", "A", 4.0, 6), ("s1", "B", 3.0, 6), ("s2", "A", 2.0, 5), ("s2", "B", 1.0, 5)]
+    assert cat.sample_pccs("other") == {}
+
+
+def test_spot_predictions_are_stored_one_row_per_spot_and_gene(cat):
+    run = _run()
+    cat.start_run(run)
+    preds = {"sample_id": np.array(["s", "s", "t"]), "barcode": ["b0", "b1", "c0"],
+             "coords": np.array([[1, 2], [3, 4], [5, 6]]),
+             "y_true": np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]), "y_pred": np.array([[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]])}
+    cat.write_fold(run, _fold(1, [0.1, 0.2], genes=["GA", "GB"], predictions=preds))
+    rows = cat.rows("SELECT run_id, fold, sample_id, barcode, x, y, gene, y_true, y_pred FROM spot_predictions "
+                    "ORDER BY barcode, gene")
+    assert rows == [("r1", 1, "s", "b0", 1.0, 2.0, "GA", 0.0, 0.5), ("r1", 1, "s", "b0", 1.0, 2.0, "GB", 1.0, 1.5),
+                    ("r1", 1, "s", "b1", 3.0, 4.0, "GA", 2.0, 2.5), ("r1", 1, "s", "b1", 3.0, 4.0, "GB", 3.0, 3.5),
+                    ("r1", 1, "t", "c0", 5.0, 6.0, "GA", 4.0, 4.5), ("r1", 1, "t", "c0", 5.0, 6.0, "GB", 5.0, 5.5)]
+    types = dict(cat.rows("SELECT column_name, data_type FROM information_schema.columns "
+                          "WHERE table_name = 'spot_predictions'"))
+    assert types["y_true"] == types["y_pred"] == "FLOAT" and types["fold"] == "INTEGER"
+    cat.write_fold(run, _fold(1, [0.1, 0.2], genes=["GA", "GB"], predictions={**preds, "y_pred": preds["y_pred"] + 1}))
+    assert cat.rows("SELECT count(*), min(y_pred) FROM spot_predictions") == [(6, 1.5)]  # rewritten, not appended
+    assert "_stbench_predictions" not in {t for (t,) in cat.rows("SELECT table_name FROM information_schema.tables")}
+
+
+def test_gene_selections_are_keyed_by_task_fingerprint_fold_kind_and_key(cat):
+    args = dict(task="T", task_fingerprint="tf", fold=0, kind="hvg", stbench_version="0")
+    cat.add_selection(**args, key={"n": 200, "samples": ["a"]}, value={"genes": ["X"]})
+    cat.add_selection(**args, key={"n": 100, "samples": ["a"]}, value={"genes": ["Y"]})
+    cat.add_selection(**{**args, "fold": 1}, key={"n": 200, "samples": ["a"]}, value={"genes": ["Z"]})
+    assert cat.selection("tf", 0, "hvg", {"samples": ["a"], "n": 200}) == {"genes": ["X"]}  # key order is irrelevant
+    assert cat.selection("tf", 0, "svg", {"n": 200, "samples": ["a"]}) is None
+    assert cat.selection("other", 0, "hvg", {"n": 200, "samples": ["a"]}) is None
+    assert cat.selections("tf", 0) == {("hvg", '{"n": 100, "samples": ["a"]}'): {"genes": ["Y"]},
+                                       ("hvg", '{"n": 200, "samples": ["a"]}'): {"genes": ["X"]}}
+    cat.add_selection(**args, key={"n": 200, "samples": ["a"]}, value={"genes": ["W"]})  # replaced
+    assert cat.selection("tf", 0, "hvg", {"n": 200, "samples": ["a"]}) == {"genes": ["W"]}
+
+
+def test_summary_filters_and_orders_runs(cat):
+    for rid, task, enc, red, alpha in (("r1", "B", "e1", "pca", "hest"), ("r2", "A", "e2", "identity", "hest"),
+                                       ("r3", "A", "e1", "pca", "cv"), ("r4", "A", "e1", "pca", "hest")):
+        run = _run(rid, task=task, encoder=enc, reducer=red, alpha_rule=alpha, n_folds=1)
+        cat.start_run(run)
+        cat.write_fold(run, _fold(0, [0.1, 0.3]))
+        if rid != "r4":
+            cat.finish_run(rid)
+    s = cat.summary()
+    assert s["run_id"].to_list() == ["r3", "r2", "r1"]  # by task, encoder, reducer, alpha rule; r4 incomplete
+    assert cat.summary(include_incomplete=True)["run_id"].to_list() == ["r3", "r4", "r2", "r1"]
+    assert cat.summary(task="a")["run_id"].to_list() == ["r3", "r2"]
+    assert cat.summary(encoder="E1")["run_id"].to_list() == ["r3", "r1"]
+    assert cat.summary(reducer="identity")["run_id"].to_list() == ["r2"]
+    assert cat.summary(run_ids=["r1", "r4"])["run_id"].to_list() == ["r1"] and len(cat.summary(run_ids=[])) == 0
+    row = s.row(0, named=True)
+    assert (row["folds"], row["n_nan"], row["status"]) == (1, 0, "complete")
+    assert row["pcc_mean"] == pytest.approx(0.2) and row["pcc_std"] == 0 and row["alpha_mean"] == 0.5
+    assert row["mse_mean"] == pytest.approx(1.5)
+
+
+def test_fitted_models_lists_complete_runs_with_a_model_for_the_fold_newest_first(cat):
+    for rid, model in (("old", "models/old/fold0-a.pt"), ("new", "models/new/fold0-b.pt"), ("none", None)):
+        run = _run(rid, reducer="bpbooster-gp", n_folds=1)
+        cat.start_run(run)
+        cat.write_fold(run, _fold(0, [0.1, 0.3], model_path=model))
+        cat.finish_run(rid)
+    cat.con.execute("UPDATE runs SET finished_at = finished_at - INTERVAL 1 HOUR WHERE run_id = 'old'")
+    models = cat.fitted_models(task="task", encoder="ENC", reducer="bpbooster-gp", fold=0)
+    assert models["run_id"].to_list() == ["new", "old"] and models["model_path"].to_list()[0] == "models/new/fold0-b.pt"
+    assert len(cat.fitted_models(task="task", encoder="enc", reducer="bpbooster-gp", fold=1)) == 0
+    assert len(cat.fitted_models(task="task", encoder="enc", reducer="pca", fold=0)) == 0
+
+
+def test_start_run_with_force_deletes_every_row_of_the_run_only(cat):
+    for rid in ("r1", "r2"):
+        run = _run(rid)
+        cat.start_run(run)
+        cat.write_fold(run, _fold(0, [0.1, 0.3], per_sample={"s": (np.array([0.1, 0.2]), np.array([1.0, 1.0]), 3)},
+                                  predictions={"sample_id": ["s"], "barcode": ["b"], "coords": [[0, 0]],
+                                               "y_true": [[1.0, 2.0]], "y_pred": [[1.0, 2.0]]}))
+    cat.start_run(_run("r1"), force=True)
+    for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
+        assert cat.rows(f"SELECT DISTINCT run_id FROM {table}") == [("r2",)], table  # noqa: S608
+    assert cat.run_status("r1") == "running"
+
+
+def test_replace_run_swaps_the_whole_result_in_one_go_and_removes_unused_models(cat, tmp_path):
+    run = _run()
+    cat.start_run(run)
+    old_model = tmp_path / "models" / "r1" / "fold0-old.pt"
+    old_model.parent.mkdir(parents=True)
+    old_model.write_bytes(b"old")
+    for i in (0, 1):
+        cat.write_fold(run, _fold(i, [0.1, 0.3], model_path="models/r1/fold0-old.pt" if i == 0 else None))
+    cat.finish_run("r1")
+    cat.replace_run(run, [_fold(0, [0.5, 0.7]), _fold(1, [0.2, 0.2])])
+    assert [round(f["pcc_mean"], 6) for f in cat.fold_table("r1").to_dicts()] == [0.6, 0.2]
+    assert cat.run_status("r1") == "complete" and not old_model.exists()
+    assert cat.inconsistencies() == []
+    bad = _fold(0, [0.9, 0.9])
+    bad.summary = metrics.FoldSummary(**{**bad.summary.__dict__, "pcc_mean": 0.1})
+    with pytest.raises(StoreError, match="inconsistent fold"):
+        cat.replace_run(run, [bad, _fold(1, [0.0, 0.0])])
+    assert [round(f["pcc_mean"], 6) for f in cat.fold_table("r1").to_dicts()] == [0.6, 0.2]  # rolled back whole
+
+
+def test_forget_run_removes_results_and_marks_the_run_failed(cat):
+    run = _run()
+    cat.start_run(run)
+    cat.write_fold(run, _fold(0, [0.1, 0.3]))
+    cat.finish_run("r1")
+    cat.forget_run("r1")
+    assert cat.rows("SELECT status, error FROM runs") == [("failed", "its results were removed by `bench store verify --repair`")]
+    assert cat.rows("SELECT count(*) FROM gene_results") == [(0,)] and cat.folds_done("r1") == set()
+
+
+def test_sessions_nest_and_a_read_only_catalog_refuses_writes(tmp_path):
+    path = tmp_path / "c.duckdb"
+    with Catalog(path) as cat:
+        with cat.session(write=True) as con:
+            with cat.session() as inner:  # a read inside a write reuses its connection
+                assert inner is con
+        with cat.session(), pytest.raises(RuntimeError, match="cannot start inside a read session"):
+            with cat.session(write=True):
+                pass
+        cat.start_run(_run())
+    with Catalog(path, read_only=True) as ro:
+        assert ro.run_status("r1") == "running" and ro.schema_version >= 3
+        with pytest.raises(StoreError, match="open read-only"):
+            ro.finish_run("r1")
+    with pytest.raises(StoreError, match="no catalog at"):
+        Catalog(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_a_held_catalog_times_out_with_the_holder_named(tmp_path, monkeypatch):
+    path = tmp_path / "c.duckdb"
+    Catalog(path).close()
+    lock = FileLock(tmp_path / "c.duckdb.lock", what="test")
+    lock.acquire()
+    try:
+        with pytest.raises(StoreError, match=r"still busy after \d+ s \(held by PID \d+"):
+            Catalog(path, lock_timeout=0.2)
+        monkeypatch.setenv("STBENCH_LOCK_TIMEOUT", "0.1")
+        with pytest.raises(StoreError, match="--lock-timeout"):
+            Catalog(path, read_only=True)
+    finally:
+        lock.release()
+    with Catalog(path, lock_timeout=0.1) as cat:  # free again
+        assert cat.run_status("x") is None
+
+
+def test_lock_timeout_setting():
+    from stbench.stores.locks import DEFAULT_LOCK_TIMEOUT, lock_timeout
+
+    assert lock_timeout(2) == 2.0 and lock_timeout() == DEFAULT_LOCK_TIMEOUT == 300.0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STBENCH_LOCK_TIMEOUT", "12.5")
+        assert lock_timeout() == 12.5 and lock_timeout(1) == 1.0
+        mp.setenv("STBENCH_LOCK_TIMEOUT", "soon")
+        with pytest.raises(StoreError, match="STBENCH_LOCK_TIMEOUT='soon' is not a number"):
+            lock_timeout()
+
+
+def test_finished_since_compares_times(cat):
+    cat.start_run(_run())
+    cat.finish_run("r1")
+    (done,) = cat.rows("SELECT finished_at FROM runs")[0]
+    assert cat.finished_since("r1", done) and not cat.finished_since("r1", done + timedelta(seconds=1))
