@@ -53,7 +53,8 @@ HEST_TASKS: dict[str, str] = {
     "LUNG": "lung, Xenium",
     "LYMPH_IDC": "lymph node, Visium",
 }
-_ALIASES = {"LUAD": "LUNG", "LYMPHIDC": "LYMPH_IDC", "LYMPH": "LYMPH_IDC", "RCC": "CCRCC", "HER2": "HER2ST"}
+_ALIASES = {"LUAD": "LUNG", "LYMPHIDC": "LYMPH_IDC", "LYMPH": "LYMPH_IDC", "RCC": "CCRCC", "HER2": "HER2ST",
+            "HER2ST": "HER2ST"}
 
 # Tasks stbench makes itself, and the command that makes each.
 _MADE_BY = {"HER2ST": "bench data import her2st --source ../shared/data/her2st", "DEMO": "bench data demo"}
@@ -153,7 +154,7 @@ class Task:
 
 def _read_split(path: Path, task_dir: Path) -> list[Sample]:
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Excel) is not a column name
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise DataError(path, f"cannot read split file ({exc.strerror})") from exc
@@ -205,7 +206,10 @@ def open_task(name: str, root: Path) -> Task:
         folds.append(Fold(i, tuple(s.id for s in train), tuple(s.id for s in test)))
     meta = {}
     if (task_dir / TASK_META).exists():
-        meta = json.loads((task_dir / TASK_META).read_text())
+        try:
+            meta = json.loads((task_dir / TASK_META).read_text())
+        except ValueError as exc:
+            raise DataError(task_dir / TASK_META, f"not valid JSON ({exc}); fix it or delete it (it only holds metadata)") from exc
     return Task(task_dir.name, task_dir, samples, folds, _read_gene_list(task_dir / GENES_FILE), meta)
 
 

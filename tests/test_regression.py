@@ -1,9 +1,14 @@
-"""Ridge solvers: the exact torch solver, scikit-learn's lsqr, and alpha by grouped CV."""
+"""Ridge solvers: the exact torch solver, scikit-learn's lsqr, and alpha by grouped CV.
+
+Expected values come from numpy (normal equations, explicit CV loops) and scikit-learn, never from stbench.
+"""
 
 import numpy as np
 import pytest
+import torch
+from sklearn.linear_model import Ridge
 
-from stbench.regression import cv_alpha, cv_splits, fit_ridge, hest_alpha
+from stbench.regression import _device, _exact, cv_alpha, cv_splits, fit_ridge, hest_alpha
 
 
 def _problem(n=300, d=20, g=4, noise=0.5, seed=0):
@@ -13,48 +18,154 @@ def _problem(n=300, d=20, g=4, noise=0.5, seed=0):
     return X, X @ W + noise * rng.normal(size=(n, g))
 
 
+def _closed_form(X, Y, alpha, intercept=False):
+    """Ridge from the normal equations in numpy float64: (coef, intercept)."""
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    xm = X.mean(axis=0) if intercept else np.zeros(X.shape[1])
+    ym = Y.mean(axis=0) if intercept else np.zeros(Y.shape[1])
+    Xc, Yc = X - xm, Y - ym
+    coef = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ Yc)
+    return coef, ym - xm @ coef
+
+
+def _ill_conditioned(n=220, d=200, seed=0):
+    """Features spanning 4 decades of scale: lsqr needs more than 2*d iterations (its own default cap)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * np.logspace(0, -4, d), rng.normal(size=(n, 2))
+
+
 def test_hest_alpha_rule():
     assert hest_alpha(256, 50) == pytest.approx(100 / (256 * 50))
 
 
-@pytest.mark.parametrize("n,d", [(300, 20), (15, 40)])  # primal and dual (kernel) forms
-def test_exact_matches_closed_form(n, d):
+@pytest.mark.parametrize("n,d", [(300, 20), (15, 40), (25, 25)])  # primal, dual (kernel) and the switch point
+@pytest.mark.parametrize("intercept", [False, True])
+def test_exact_matches_closed_form(n, d, intercept):
     X, Y = _problem(n=n, d=d)
-    alpha = 3.0
-    w = np.linalg.solve(X.T @ X + alpha * np.eye(d), X.T @ Y)
-    fit = fit_ridge(X, Y, alpha=alpha, solver="exact", device="cpu")
-    np.testing.assert_allclose(fit.coef, w, rtol=1e-8, atol=1e-10)
-    assert np.all(fit.intercept == 0)
+    X, Y = X + 3.0, Y - 7.0  # offsets the intercept must absorb
+    coef, icpt = _closed_form(X, Y, 3.0, intercept)
+    fit = fit_ridge(X, Y, alpha=3, solver="exact", intercept=intercept, device="cpu")
+    np.testing.assert_allclose(fit.coef, coef, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fit.intercept, icpt, rtol=1e-10, atol=1e-12)
+    assert (fit.alpha, fit.solver) == (3.0, "exact") and isinstance(fit.alpha, float)
 
 
-def test_exact_agrees_with_lsqr_when_well_conditioned():
+@pytest.mark.parametrize("n,d", [(300, 20), (15, 40)])
+def test_exact_centers_float32_input_in_float64(n, d):
+    """Embeddings arrive as float32; the means (hence coef and intercept) must still be float64-exact."""
+    X, Y = _problem(n=n, d=d)
+    X32, Y32 = (X + 50.0).astype(np.float32), (Y + 20.0).astype(np.float32)
+    coef, icpt = _closed_form(X32, Y32, 0.5, intercept=True)
+    fit = fit_ridge(X32, Y32, alpha=0.5, solver="exact", intercept=True, device="cpu")
+    np.testing.assert_allclose(fit.coef, coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit.intercept, icpt, rtol=1e-10)
+
+
+def test_a_large_expression_offset_costs_no_precision():
+    # centring Y before solving keeps the offset out of X'Y; without it ~1e-10 of the coefficients is noise
     X, Y = _problem()
-    a = fit_ridge(X, Y, alpha=0.5, solver="exact", device="cpu")
-    b = fit_ridge(X, Y, alpha=0.5, solver="lsqr")
-    np.testing.assert_allclose(a.coef, b.coef, atol=1e-4)
+    Y = Y + 1e6
+    coef, icpt = _closed_form(X, Y, 1.0, intercept=True)
+    fit = fit_ridge(X, Y, alpha=1.0, solver="exact", intercept=True, device="cpu")
+    np.testing.assert_allclose(fit.coef, coef, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(fit.intercept, icpt, rtol=1e-14)
 
 
-def test_intercept_is_fitted_when_asked():
+def test_exact_kernel_solves_in_float64_even_when_handed_float32():
+    X, Y = _problem(n=30, d=8)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    for rows in (30, 5):  # primal, dual
+        w = _exact(X32[:rows], Y32[:rows], 2.0, "cpu")
+        assert w.dtype == np.float64
+        np.testing.assert_allclose(w, _closed_form(X32[:rows], Y32[:rows], 2.0)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_predict_is_float32_of_x_coef_plus_intercept():
+    X, Y = _problem(n=40, d=5, g=2)
+    fit = fit_ridge(X, Y, alpha=1.0, solver="exact", intercept=True, device="cpu")
+    X32 = X.astype(np.float32)
+    pred = fit.predict(X32)
+    assert pred.dtype == np.float32
+    np.testing.assert_allclose(pred, X32.astype(np.float64) @ fit.coef + fit.intercept, rtol=1e-6)
+
+
+def test_default_solver_is_hests_lsqr_with_its_early_stop_and_1000_iteration_cap():
+    X, Y = _ill_conditioned()
+    ref = Ridge(alpha=1e-8, solver="lsqr", fit_intercept=False, max_iter=1000).fit(X, Y)
+    assert ref.n_iter_.max() > 2 * X.shape[1]  # beyond lsqr's own default limit, so max_iter=1000 is in force
+    fit = fit_ridge(X, Y, alpha=1e-8)
+    np.testing.assert_allclose(fit.coef, ref.coef_.T, rtol=1e-12, atol=1e-14)
+    assert np.all(fit.intercept == 0) and fit.intercept.shape == (2,)
+    assert (fit.solver, fit.alpha) == ("lsqr", 1e-8)
+    # the early stop is what HEST published: far from the exact ridge solution on this problem
+    assert np.abs(fit.coef - _closed_form(X, Y, 1e-8)[0]).max() > 1.0
+
+
+@pytest.mark.parametrize("intercept", [False, True])
+def test_lsqr_fits_float32_input_in_float64(intercept):
+    X, Y = _problem(n=200, d=30, noise=1.0)
+    X32, Y32 = (X + 2.0).astype(np.float32), (Y + 5.0).astype(np.float32)
+    ref = Ridge(alpha=2.0, solver="lsqr", fit_intercept=intercept, max_iter=1000)
+    ref.fit(X32.astype(np.float64), Y32.astype(np.float64))
+    fit = fit_ridge(X32, Y32, alpha=2, solver="lsqr", intercept=intercept)
+    np.testing.assert_allclose(fit.coef, ref.coef_.T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit.intercept, np.broadcast_to(ref.intercept_, (4,)), rtol=1e-10, atol=1e-12)
+    assert fit.coef.dtype == fit.intercept.dtype == np.float64
+    assert (fit.solver, fit.alpha) == ("lsqr", 2.0) and isinstance(fit.alpha, float)
+
+
+def test_unknown_solver_rejected():
     X, Y = _problem()
-    Y = Y + 10.0
-    with_icpt = fit_ridge(X, Y, alpha=1.0, solver="exact", intercept=True, device="cpu")
-    lsqr = fit_ridge(X, Y, alpha=1.0, solver="lsqr", intercept=True)
-    np.testing.assert_allclose(with_icpt.intercept, 10.0, atol=0.2)
-    np.testing.assert_allclose(with_icpt.predict(X), lsqr.predict(X), atol=1e-3)
-    without = fit_ridge(X, Y, alpha=1.0, solver="exact", device="cpu")
-    assert np.mean((without.predict(X) - Y) ** 2) > np.mean((with_icpt.predict(X) - Y) ** 2)
+    with pytest.raises(ValueError, match=r"unknown solver 'svd'; choose from \('lsqr', 'exact'\)"):
+        fit_ridge(X, Y, alpha=1.0, solver="svd")
 
 
-def test_cv_splits_group_by_sample_or_fall_back_to_blocks():
-    groups = ["a"] * 5 + ["b"] * 3 + ["c"] * 2
-    splits = cv_splits(groups)
-    assert len(splits) == 3
-    for train, val in splits:
-        assert len(set(np.asarray(groups)[val])) == 1
-        assert not set(train) & set(val)
-    blocks = cv_splits(["a"] * 10, n_splits=5)
-    assert len(blocks) == 5 and all(len(v) == 2 for _, v in blocks)
-    assert sorted(np.concatenate([v for _, v in blocks]).tolist()) == list(range(10))
+def test_row_count_mismatch_names_both_counts():
+    with pytest.raises(ValueError, match=r"^X has 5 rows, Y 4$"):
+        fit_ridge(np.zeros((5, 3)), np.zeros((4, 2)), alpha=1.0, solver="exact", device="cpu")
+
+
+@pytest.mark.parametrize("gpu,expected", [(True, "cuda"), (False, "cpu")])
+def test_no_device_means_the_gpu_when_there_is_one(monkeypatch, gpu, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert _device(None) == expected
+    assert _device("cuda:1") == "cuda:1"
+
+
+def test_an_explicit_device_holds_every_tensor(monkeypatch):
+    # CI has no GPU, so "meta" stands in for another default device (say torch.set_default_device("cuda")
+    # in a notebook) and a GPU is pretended present: device="cpu" must still put every tensor on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    X, Y = _problem(n=24, d=10, g=2)
+    groups = np.repeat(["a", "b", "c"], 8)
+    with torch.device("meta"):
+        primal = fit_ridge(X, Y, alpha=1.0, solver="exact", device="cpu")
+        dual = fit_ridge(X[:6], Y[:6], alpha=1.0, solver="exact", device="cpu")
+        _, primal_err = cv_alpha(X, Y, groups, alphas=(1.0,), device="cpu")
+        _, dual_err = cv_alpha(X[:12], Y[:12], groups[:12], alphas=(1.0,), device="cpu")
+    np.testing.assert_allclose(primal.coef, _closed_form(X, Y, 1.0)[0], rtol=1e-8)
+    np.testing.assert_allclose(dual.coef, _closed_form(X[:6], Y[:6], 1.0)[0], rtol=1e-8)
+    np.testing.assert_allclose(primal_err, _cv_errors(X, Y, groups, (1.0,)), rtol=1e-8)
+    np.testing.assert_allclose(dual_err, _cv_errors(X[:12], Y[:12], groups[:12], (1.0,)), rtol=1e-8)
+
+
+def test_cv_splits_leave_one_sample_out_in_order_of_first_appearance():
+    splits = cv_splits(["b", "a", "b", "a", "c"])
+    expected = [([1, 3, 4], [0, 2]), ([0, 2, 4], [1, 3]), ([0, 1, 2, 3], [4])]
+    assert [(t.tolist(), v.tolist()) for t, v in splits] == expected
+
+
+def test_cv_splits_with_two_samples_leave_each_out():
+    splits = cv_splits(["s1", "s1", "s1", "s2", "s2"])
+    assert [(t.tolist(), v.tolist()) for t, v in splits] == [([3, 4], [0, 1, 2]), ([0, 1, 2], [3, 4])]
+
+
+def test_cv_splits_of_one_sample_are_five_contiguous_blocks():
+    splits = cv_splits(["s"] * 12)
+    blocks = [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9], [10, 11]]
+    assert [v.tolist() for _, v in splits] == blocks
+    assert [t.tolist() for t, _ in splits] == [sorted(set(range(12)) - set(b)) for b in blocks]
+    assert [v.tolist() for _, v in cv_splits(["s"] * 6, n_splits=3)] == [[0, 1], [2, 3], [4, 5]]
 
 
 def test_cv_alpha_prefers_strong_penalty_on_pure_noise_and_weak_on_clean_signal():
@@ -69,23 +180,40 @@ def test_cv_alpha_prefers_strong_penalty_on_pure_noise_and_weak_on_clean_signal(
     assert errors.shape == (21,)
 
 
-def test_cv_alpha_matches_direct_refits():
-    """Every alpha from one eigendecomposition equals refitting the exact solver per alpha."""
-    X, Y = _problem(n=90, d=30, noise=1.0, seed=5)
-    groups = np.repeat(["a", "b", "c"], 30)
-    alphas = (0.1, 10.0, 1000.0)
-    _, errors = cv_alpha(X, Y, groups, alphas=alphas, device="cpu")
-    direct = []
+def _cv_errors(X, Y, groups, alphas, intercept=False):
+    """Validation MSE of each alpha: leave each sample out, refit the normal equations, sum squared errors."""
+    groups = np.asarray(groups)
+    errors = []
     for a in alphas:
-        err = 0.0
-        for tr, va in cv_splits(groups):
-            fit = fit_ridge(X[tr], Y[tr], alpha=a, solver="exact", device="cpu")
-            err += ((fit.predict(X[va]) - Y[va]) ** 2).sum()
-        direct.append(err / Y.size)
-    np.testing.assert_allclose(errors, direct, rtol=1e-4)
+        sq = 0.0
+        for s in dict.fromkeys(groups.tolist()):
+            tr, va = groups != s, groups == s
+            coef, icpt = _closed_form(X[tr], Y[tr], a, intercept)
+            sq += ((X[va] @ coef + icpt - Y[va]) ** 2).sum()
+        errors.append(sq / Y.size)
+    return np.array(errors)
 
 
-def test_unknown_solver_rejected():
-    X, Y = _problem()
-    with pytest.raises(ValueError, match="unknown solver"):
-        fit_ridge(X, Y, alpha=1.0, solver="svd")
+# 3 samples of n spots: training folds of 2n spots against d features; X is scaled so that X'X has
+# eigenvalues below 1, where the alphas tried compete with them
+@pytest.mark.parametrize("n,d", [(15, 6), (4, 12)], ids=["primal", "dual"])
+@pytest.mark.parametrize("intercept", [False, True])
+def test_cv_alpha_matches_refitting_each_alpha_on_each_held_out_sample(n, d, intercept):
+    X, Y = _problem(n=3 * n, d=d, g=3, noise=0.3, seed=5)
+    X, Y = 0.05 * X + 2.0, Y + 4.0
+    groups = np.repeat(["a", "b", "c"], n)
+    alphas = (1e-3, 0.03, 1.0, 30.0)
+    best, errors = cv_alpha(X, Y, groups, alphas=alphas, intercept=intercept, device="cpu")
+    expected = _cv_errors(X, Y, groups, alphas, intercept)
+    np.testing.assert_allclose(errors, expected, rtol=1e-7)
+    assert best == alphas[int(np.argmin(expected))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.longdouble])
+def test_cv_alpha_takes_any_real_dtype_as_its_float64_values(dtype):
+    rng = np.random.default_rng(1)
+    X, Y = (rng.normal(size=(30, 4)) * 10).astype(dtype), (rng.normal(size=(30, 2)) * 10).astype(dtype)
+    groups = np.repeat(["a", "b", "c"], 10)
+    _, errors = cv_alpha(X, Y, groups, alphas=(0.1, 10.0), intercept=True, device="cpu")
+    expected = _cv_errors(X.astype(np.float64), Y.astype(np.float64), groups, (0.1, 10.0), intercept=True)
+    np.testing.assert_allclose(errors, expected, rtol=1e-9)

@@ -1,18 +1,21 @@
 """Reading HEST task folders: names and aliases, folds from the folder, and one-line errors on bad input."""
 
 import json
+import re
 
 import h5py
 import numpy as np
 import pytest
 
 from stbench.errors import DataError, StbenchError
-from stbench.tasks import PatchFile, canonical_task_name, find_task_dir, open_task
+from stbench.tasks import Fold, PatchFile, Sample, canonical_task_name, find_task_dir, open_task
 from tests._tiny import make_tiny_task
 
 
 @pytest.mark.parametrize("typed,folder", [("luad", "LUNG"), ("Lung", "LUNG"), ("lymph-idc", "LYMPH_IDC"),
-                                          ("lymph idc", "LYMPH_IDC"), ("ccrcc", "CCRCC"), ("skcm", "SKCM")])
+                                          ("lymph idc", "LYMPH_IDC"), ("ccrcc", "CCRCC"), ("skcm", "SKCM"),
+                                          ("LymphIDC", "LYMPH_IDC"), ("lymph", "LYMPH_IDC"), ("rcc", "CCRCC"),
+                                          ("her2", "HER2ST"), ("HER-2", "HER2ST"), (" idc ", "IDC")])
 def test_task_names_are_case_insensitive_with_aliases(typed, folder):
     assert canonical_task_name(typed) == folder
 
@@ -53,7 +56,8 @@ def test_empty_split_and_missing_test_split_are_errors(tmp_path):
 def test_bad_gene_list_file(tmp_path):
     path = make_tiny_task(tmp_path)
     (path / "var_50genes.json").write_text(json.dumps({"nope": []}))
-    with pytest.raises(DataError, match="var_50genes.json: not a gene list"):
+    with pytest.raises(DataError, match=r'var_50genes\.json: not a gene list: expected JSON '
+                                        r'\{"genes": \[\.\.\.\]\}$'):
         open_task("TINY", tmp_path)
 
 
@@ -67,13 +71,14 @@ def test_patch_file_problems_name_the_file(tmp_path):
     with h5py.File(f, "w") as h5:
         h5["barcode"] = np.array([[b"a"], [b"b"]])
         h5["coords"] = np.zeros((2, 2))
-    with pytest.raises(DataError, match="no 'img' dataset"):
+    with pytest.raises(DataError, match=r"S0\.h5: patch file has no 'img' dataset "
+                                        r"\(found: \['barcode', 'coords'\]\)"):
         PatchFile(f)
     with h5py.File(f, "w") as h5:
         h5["img"] = np.zeros((2, 224, 224, 3), np.uint8)
         h5["barcode"] = np.array([[b"a"], [b"a"]])
         h5["coords"] = np.zeros((2, 2))
-    with pytest.raises(DataError, match="duplicate barcode 'a'"):
+    with pytest.raises(DataError, match=r"S0\.h5: duplicate barcode 'a' in 'barcode'"):
         PatchFile(f)
 
 
@@ -93,3 +98,159 @@ def test_hidden_folders_such_as_an_import_in_progress_are_not_tasks(tmp_path):
     assert list_task_dirs(tmp_path) == [tmp_path / "REAL"]
     with pytest.raises(StbenchError, match="unknown task"):
         find_task_dir(".hidden", tmp_path)
+
+
+def _task_folder(root, name="T", folds=None, genes=("G1", "G2"), header="sample_id,patches_path,expr_path"):
+    """A task folder holding only what `open_task` reads: split files and the gene list (no data)."""
+    path = root / name
+    (path / "splits").mkdir(parents=True)
+    for i, (train, test) in (folds or {0: (["A", "B"], ["C"])}).items():
+        for part, ids in (("train", train), ("test", test)):
+            rows = [header] + [f"{s},patches/{s}.h5,adata/{s}.h5ad" for s in ids]
+            (path / "splits" / f"{part}_{i}.csv").write_text("\n".join(rows) + "\n")
+    (path / "var_50genes.json").write_text(json.dumps({"genes": list(genes)}))
+    return path
+
+
+def test_a_task_without_task_json_is_real_data_with_empty_metadata(tmp_path):
+    path = _task_folder(tmp_path, "Mine")
+    task = open_task("mine", tmp_path)
+    assert (task.name, task.path, task.meta, task.synthetic) == ("Mine", path, {}, False)
+    assert task.genes == ["G1", "G2"]
+    assert task.folds == [Fold(0, ("A", "B"), ("C",))]
+
+
+def test_folds_are_numbered_by_their_file_names_in_numeric_order(tmp_path):
+    path = _task_folder(tmp_path, folds={2: (["A"], ["B"]), 10: (["B"], ["A"]), 0: (["A"], ["C"])})
+    (path / "splits" / "train_x.csv").write_text("not a split\n")  # neither train_<i>.csv: ignored
+    (path / "splits" / "train_1.csv.bak").write_text("not a split\n")
+    task = open_task("T", tmp_path)
+    assert [(f.index, f.train, f.test) for f in task.folds] == [(0, ("A",), ("C",)), (2, ("A",), ("B",)),
+                                                                (10, ("B",), ("A",))]
+
+
+def test_a_task_without_train_splits_says_so(tmp_path):
+    path = _task_folder(tmp_path)
+    for f in (path / "splits").glob("train_*.csv"):
+        f.rename(f.with_name("training_" + f.name))
+    with pytest.raises(DataError, match=r"splits: no train_<i>\.csv split files$"):
+        open_task("T", tmp_path)
+
+
+def test_split_paths_default_to_the_hest_layout_and_given_ones_are_kept(tmp_path):
+    path = _task_folder(tmp_path)
+    (path / "splits" / "train_0.csv").write_text(
+        "sample_id,patches_path,expr_path\n A ,  img/a.h5 , counts/a.h5ad \nB,,\n")
+    (path / "splits" / "test_0.csv").write_text("sample_id\nC\n")  # HEST paths are optional columns
+    task = open_task("T", tmp_path)
+    assert task.samples == {"A": Sample("A", path / "img/a.h5", path / "counts/a.h5ad"),
+                            "B": Sample("B", path / "patches/B.h5", path / "adata/B.h5ad"),
+                            "C": Sample("C", path / "patches/C.h5", path / "adata/C.h5ad")}
+
+
+def test_a_split_file_without_sample_id_column_is_refused(tmp_path):
+    _task_folder(tmp_path, header="id,patches_path,expr_path")
+    with pytest.raises(DataError, match=r"train_0\.csv: split file has no sample_id column "
+                                        r"\(expected sample_id,patches_path,expr_path\)$"):
+        open_task("T", tmp_path)
+
+
+def test_an_unreadable_split_file_names_the_file_and_the_reason(tmp_path):
+    path = _task_folder(tmp_path)
+    (path / "splits" / "test_0.csv").unlink()
+    (path / "splits" / "test_0.csv").mkdir()  # exists, cannot be read as a file
+    with pytest.raises(DataError, match=r"test_0\.csv: cannot read split file \(Is a directory\)$"):
+        open_task("T", tmp_path)
+
+
+def test_a_missing_gene_list_says_which_file_hest_tasks_have(tmp_path):
+    path = _task_folder(tmp_path)
+    (path / "var_50genes.json").unlink()
+    with pytest.raises(DataError, match=r"var_50genes\.json: gene list missing \(every HEST task has "
+                                        r"var_50genes\.json\)$"):
+        open_task("T", tmp_path)
+
+
+@pytest.mark.parametrize("genes", [[], ["G1", 7]], ids=["empty", "non-string"])
+def test_an_empty_or_non_string_gene_list_is_refused(tmp_path, genes):
+    _task_folder(tmp_path, genes=genes)
+    with pytest.raises(DataError, match=r"var_50genes\.json: gene list is empty or holds non-strings$"):
+        open_task("T", tmp_path)
+
+
+def _patch_file(path, n=3, img=None, barcode=None, coords=None, **img_options):
+    """A small patch file (8x8 patches: the reader does not require 224), with any dataset overridden."""
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("img", data=np.zeros((n, 8, 8, 3), np.uint8) if img is None else img, **img_options)
+        h5["barcode"] = np.array([[f"b{i}".encode()] for i in range(n)]) if barcode is None else barcode
+        h5["coords"] = np.zeros((n, 2)) if coords is None else coords
+    return path
+
+
+def test_a_missing_patch_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.h5: patch file does not exist$"):
+        PatchFile(tmp_path / "nope.h5")
+
+
+@pytest.mark.parametrize("img", [np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 8, 8, 4), np.uint8),
+                                 np.zeros((2, 8, 3), np.uint8)], ids=["float", "rgba", "3-d"])
+def test_img_must_be_n_h_w_3_uint8(tmp_path, img):
+    f = _patch_file(tmp_path / "p.h5", n=2, img=img)
+    with pytest.raises(DataError, match=rf"p\.h5: 'img' must be \(N,H,W,3\) uint8, found "
+                                        rf"{re.escape(str(img.shape))} {img.dtype}$"):
+        PatchFile(f)
+
+
+def test_an_empty_patch_file_is_refused_and_a_single_patch_is_fine(tmp_path):
+    with pytest.raises(DataError, match=r"p\.h5: patch file holds no patches$"):
+        PatchFile(_patch_file(tmp_path / "p.h5", n=0))
+    with PatchFile(_patch_file(tmp_path / "one.h5", n=1)) as pf:
+        assert len(pf) == 1 and pf.barcodes == ["b0"] and pf.coords.shape == (1, 2)
+
+
+@pytest.mark.parametrize("n_barcodes,n_coords", [(2, 3), (3, 4)])
+def test_barcode_and_coords_must_count_one_per_patch(tmp_path, n_barcodes, n_coords):
+    f = _patch_file(tmp_path / "p.h5", n=3, barcode=np.array([[f"b{i}".encode()] for i in range(n_barcodes)]),
+                    coords=np.zeros((n_coords, 2)))
+    with pytest.raises(DataError, match=rf"p\.h5: 'img' has 3 patches but 'barcode' {n_barcodes} "
+                                        rf"and 'coords' {n_coords}$"):
+        PatchFile(f)
+
+
+def test_the_duplicated_barcode_is_the_one_named(tmp_path):
+    f = _patch_file(tmp_path / "p.h5", n=3, barcode=np.array([[b"a"], [b"b"], [b"b"]]))
+    with pytest.raises(DataError, match=r"p\.h5: duplicate barcode 'b' in 'barcode'$"):
+        PatchFile(f)
+
+
+def test_a_corrupt_patch_chunk_fails_the_read_naming_the_file(tmp_path):
+    f = _patch_file(tmp_path / "p.h5", n=4, img=np.full((4, 8, 8, 3), 7, np.uint8), chunks=(2, 8, 8, 3),
+                    compression="gzip")
+    with h5py.File(f, "r") as h5:
+        chunk = h5["img"].id.get_chunk_info(1)  # patches 2-3, compressed
+    with f.open("r+b") as fh:  # metadata intact, so the file opens and validates; the data is garbage
+        fh.seek(chunk.byte_offset)
+        fh.write(b"\xff" * chunk.size)
+    with PatchFile(f) as pf:
+        chunks = pf.iter_chunks(2)
+        assert next(chunks)[0] == 0
+        with pytest.raises(DataError, match=r"p\.h5: failed reading 'img', truncated file\? \("):
+            next(chunks)
+
+
+def test_her2st_spelled_with_a_hyphen_finds_its_folder():
+    assert canonical_task_name("her2-st") == canonical_task_name("HER2_ST") == "HER2ST"
+
+
+def test_a_corrupt_task_json_is_a_one_line_error_naming_it(tmp_path):
+    path = make_tiny_task(tmp_path)
+    (path / "task.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"task\.json: not valid JSON .*fix it or delete it"):
+        open_task("TINY", tmp_path)
+
+
+def test_a_split_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = make_tiny_task(tmp_path)
+    split = path / "splits" / "test_0.csv"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())  # as Excel saves CSV
+    assert open_task("TINY", tmp_path).folds[0].test == ("S0",)
