@@ -61,8 +61,7 @@ def spatial_maps(store: Store, board: Leaderboard, task: str, encoder: str, *, s
         return None
     ids = [r["run_id"] for r in runs]
     marks = ", ".join("?" * len(ids))
-    df = store.catalog.query(f"SELECT run_id, fold, sample_id, barcode, x, y, gene, y_true, y_pred FROM "  # noqa: S608
-                             f"spot_predictions WHERE run_id IN ({marks})", ids)
+    df = store.catalog.spot_predictions(ids)
     if len(df) == 0:
         return None
     # a sample tested in several folds (unusual splits): keep its first fold
@@ -257,10 +256,9 @@ def _measured(store: Store, board: Leaderboard, task: str, keys: list[tuple[str,
 
     samples = sorted({s for s, _ in keys})
     ids = [r["run_id"] for r in board.included if r["shown"] and r["task"] == task]
-    marks, smarks = ", ".join("?" * len(ids)), ", ".join("?" * len(samples))
-    df = store.catalog.query(
-        f"SELECT sample_id, barcode, gene, any_value(y_true) AS y FROM spot_predictions "  # noqa: S608
-        f"WHERE run_id IN ({marks}) AND sample_id IN ({smarks}) GROUP BY ALL", [*ids, *samples])
+    # the measured values are the same in every run of the task: one per (sample, barcode, gene)
+    df = (store.catalog.spot_predictions(ids, samples=samples).group_by(["sample_id", "barcode", "gene"])
+          .agg(pl.col("y_true").first().alias("y")))
     if len(df) == 0:
         return {}
     pos = {k: i for i, k in enumerate(keys)}

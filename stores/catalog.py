@@ -10,7 +10,10 @@ Tables (schema evolves by forward-only named migrations recorded in ``_stbench_m
 - ``gene_results``: per (fold, gene): PCC and MSE over the pooled test spots, with the columns needed
   to trace the number (task, encoder, reducer, options, alpha, seed, protocol fingerprint).
 - ``sample_gene_results``: per (fold, test sample, gene): PCC and MSE within one test sample.
-- ``spot_predictions``: per (fold, test spot, gene): coordinates, measured and predicted log1p expression.
+- ``spot_predictions``: per (fold, test spot, gene): coordinates, measured and predicted log1p expression. Since
+  schema m004 each fold's predictions are a Parquet file, ``predictions/<run_id>/fold<i>-<token>.parquet``,
+  named by ``fold_results.predictions_path`` (the table keeps rows written before); read both with
+  `Catalog.spot_predictions`.
 - ``gene_selections``: HVG/SVG selections per task fold, reused by trainable reducers.
 
 A fold's rows are written in one transaction; a run is marked complete only after its last fold.
@@ -96,8 +99,16 @@ MIGRATIONS: list[tuple[str, str]] = [
             y_true FLOAT, y_pred FLOAT);
         """,
     ),
+    (
+        "m004_prediction_files",
+        # spot predictions move out of the catalog into one Parquet file per fold (the table keeps older rows)
+        """
+        ALTER TABLE fold_results ADD COLUMN predictions_path TEXT;
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+PREDICTIONS_DIR = "predictions"  # under the store root
 
 
 def _now() -> datetime:
@@ -165,6 +176,8 @@ class Catalog:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._con_writes = False
         self._held: Any = None  # the session `con` opened for callers outside any session
+        self._created: list[Path] = []  # files written for the transaction in progress
+        self._released: list[Path] = []  # files it stops referring to
         if read_only and not self.path.exists():
             raise StoreError(f"no catalog at {self.path}: run `bench run` first or pass --store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,21 +313,48 @@ class Catalog:
     @_writes
     def start_run(self, run: dict, *, force: bool = False) -> None:
         """Insert (or reset) the run row; with ``force`` its old results are deleted first."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction():
             if force:
-                for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
-                    self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [run["run_id"]])  # noqa: S608
+                self._drop_results(run["run_id"])
             self.con.execute("DELETE FROM runs WHERE run_id=?", [run["run_id"]])
             cols = list(run) + ["status", "started_at"]
             self.con.execute(
                 f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",  # noqa: S608
                 [*run.values(), "running", _now()],
             )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction. Files written for it (`_created`) are removed if it rolls back; files it stops
+        referring to (`_released`) are removed only once it has committed."""
+        self._created, self._released = [], []
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
             self.con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             self.con.execute("ROLLBACK")
+            for path in self._created:
+                path.unlink(missing_ok=True)
             raise
+        finally:
+            released, self._created, self._released = self._released, [], []
+        for path in released:
+            path.unlink(missing_ok=True)
+
+    def _store_file(self, recorded: str | None) -> Path | None:
+        if not recorded:
+            return None
+        return Path(recorded) if Path(recorded).is_absolute() else self.path.parent / recorded
+
+    def _drop_results(self, run_id: str, fold: int | None = None) -> None:
+        """Delete a run's result rows (one fold, or all) inside a transaction; their files go once it commits."""
+        where, params = ("run_id=?", [run_id]) if fold is None else ("run_id=? AND fold=?", [run_id, fold])
+        for model, preds in self.con.execute(f"SELECT model_path, predictions_path FROM fold_results WHERE {where}",  # noqa: S608
+                                             params).fetchall():
+            self._released += [p for p in (self._store_file(model), self._store_file(preds)) if p is not None]
+        for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
+            self.con.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608
 
     @_reads
     def finished_since(self, run_id: str, since: datetime) -> bool:
@@ -329,40 +369,26 @@ class Catalog:
     @_writes
     def write_fold(self, run: dict, rec: FoldRecord) -> None:
         """All rows of one fold in one transaction, checked against each other before the commit."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction():
+            self._drop_results(run["run_id"], rec.fold)  # a fold written again replaces the old one whole
             self._insert_fold(run, rec)
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
 
     @_writes
     def replace_run(self, run: dict, records: Sequence[FoldRecord]) -> None:
         """Replace a run's stored result with a complete new one (every fold), in one transaction: until it
         commits, readers see the previous result; if anything fails, the previous result stays."""
         rid = run["run_id"]
-        old_models = [r[0] for r in self.con.execute("SELECT model_path FROM fold_results WHERE run_id=? AND "
-                                                     "model_path IS NOT NULL", [rid]).fetchall()]
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions", "runs"):
-                self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [rid])  # noqa: S608
+        with self._transaction():
+            self._drop_results(rid)
+            self.con.execute("DELETE FROM runs WHERE run_id=?", [rid])
             cols = list(run) + ["status", "started_at"]
             self.con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",  # noqa: S608
                              [*run.values(), "running", _now()])
             for rec in records:
                 self._insert_fold(run, rec)
             self.con.execute("UPDATE runs SET status='complete', error=NULL, finished_at=? WHERE run_id=?", [_now(), rid])
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
-        kept = {rec.model_path for rec in records}
-        for old in old_models:  # the previous result's fitted models, now referred to by nothing
-            if old not in kept:
-                path = Path(old) if Path(old).is_absolute() else self.path.parent / old
-                path.unlink(missing_ok=True)
+            kept = {self._store_file(rec.model_path) for rec in records}
+            self._released = [p for p in self._released if p not in kept]
 
     def _insert_fold(self, run: dict, rec: FoldRecord) -> None:
         """Insert one fold's rows (inside the caller's transaction) and check them against each other."""
@@ -387,6 +413,7 @@ class Catalog:
             "genes": json.dumps(list(rec.genes)), "seconds": rec.seconds,
             "reducer_report": json.dumps(rec.reducer_report) if rec.reducer_report else None,
             "model_path": rec.model_path,
+            "predictions_path": None if rec.predictions is None else self._write_predictions(rid, rec),
         }
         self.con.execute(
             f"INSERT OR REPLACE INTO fold_results ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
@@ -395,36 +422,74 @@ class Catalog:
         self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
         if sample_rows:
             self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
-        if rec.predictions is not None:
-            self._write_predictions(rid, rec)
         problems = self.inconsistencies(run_ids=[rid], fold=rec.fold, runs=False)
         if problems:  # what was about to be stored contradicts itself: keep none of it
             raise StoreError(f"{self.path}: refusing to store an inconsistent fold: {problems[0]}")
 
-    def _write_predictions(self, run_id: str, rec: FoldRecord) -> None:
-        """Long format through an Arrow table (one insert, not one statement per value)."""
+    def _write_predictions(self, run_id: str, rec: FoldRecord) -> str:
+        """One Parquet file per fold, long format (spot x gene), float32 values split by byte stream and
+        zstd-compressed; returns its path relative to the store root. Written aside and renamed into place."""
+        import uuid
+
         import numpy as np
         import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from stbench.tempfiles import temp_path
 
         p = rec.predictions
         n, g = np.asarray(p["y_pred"]).shape
-        coords = np.asarray(p["coords"], dtype=np.float64)
+        coords = np.asarray(p["coords"], dtype=np.float64).reshape(n, 2)
         table = pa.table({
-            "run_id": pa.array([run_id] * (n * g)),
+            "run_id": pa.array([run_id] * (n * g)).dictionary_encode(),
             "fold": pa.array(np.full(n * g, rec.fold, dtype=np.int32)),
-            "sample_id": pa.array(np.repeat(np.asarray(p["sample_id"], dtype=str), g)),
+            "sample_id": pa.array(np.repeat(np.asarray(p["sample_id"], dtype=str), g)).dictionary_encode(),
             "barcode": pa.array(np.repeat(np.asarray(p["barcode"], dtype=str), g)),
             "x": pa.array(np.repeat(coords[:, 0], g)), "y": pa.array(np.repeat(coords[:, 1], g)),
-            "gene": pa.array(np.tile(np.asarray(list(rec.genes), dtype=str), n)),
+            "gene": pa.array(np.tile(np.asarray(list(rec.genes), dtype=str), n)).dictionary_encode(),
             "y_true": pa.array(np.asarray(p["y_true"], dtype=np.float32).ravel()),
             "y_pred": pa.array(np.asarray(p["y_pred"], dtype=np.float32).ravel()),
         })
-        self.con.execute("DELETE FROM spot_predictions WHERE run_id=? AND fold=?", [run_id, rec.fold])
-        self.con.register("_stbench_predictions", table)
+        rel = f"{PREDICTIONS_DIR}/{run_id}/fold{rec.fold}-{uuid.uuid4().hex[:8]}.parquet"
+        path = self.path.parent / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path)
         try:
-            self.con.execute("INSERT INTO spot_predictions SELECT * FROM _stbench_predictions")
+            pq.write_table(table, tmp, compression="zstd", use_byte_stream_split=["x", "y", "y_true", "y_pred"])
+            os.replace(tmp, path)
         finally:
-            self.con.unregister("_stbench_predictions")
+            tmp.unlink(missing_ok=True)
+        self._created.append(path)
+        return rel
+
+    @_reads
+    def spot_predictions(self, run_ids: Sequence[str], *, samples: Sequence[str] | None = None,
+                         genes: Sequence[str] | None = None) -> pl.DataFrame:
+        """Measured and predicted expression of every test spot and gene of ``run_ids``: columns run_id, fold,
+        sample_id, barcode, x, y, gene, y_true, y_pred (from the folds' Parquet files and older table rows)."""
+        import polars as pl
+
+        cols = ["run_id", "fold", "sample_id", "barcode", "x", "y", "gene", "y_true", "y_pred"]
+        marks = ", ".join("?" * len(run_ids)) or "NULL"
+        files = [self._store_file(f) for (f,) in self.con.execute(
+            f"SELECT predictions_path FROM fold_results WHERE run_id IN ({marks}) AND predictions_path IS NOT NULL "  # noqa: S608
+            "ORDER BY run_id, fold", list(run_ids)).fetchall()]
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            raise StoreError(f"{missing[0]}: spot predictions file missing; run `bench store verify --repair`, then "
+                             "rerun `bench run` to recompute the result")
+        parts = [pl.read_parquet(files).select(cols)] if files else []
+        legacy = self._frame(f"SELECT {', '.join(cols)} FROM spot_predictions WHERE run_id IN ({marks})", run_ids)  # noqa: S608
+        frames = [f.with_columns(pl.col(c).cast(pl.Utf8) for c in ("run_id", "sample_id", "gene"))
+                  .with_columns(pl.col("fold").cast(pl.Int32), pl.col("x").cast(pl.Float64), pl.col("y").cast(pl.Float64),
+                                pl.col("y_true").cast(pl.Float32), pl.col("y_pred").cast(pl.Float32))
+                  for f in [*parts, legacy] if len(f)]
+        out = pl.concat(frames) if frames else legacy
+        if samples is not None:
+            out = out.filter(pl.col("sample_id").is_in(list(samples)))
+        if genes is not None:
+            out = out.filter(pl.col("gene").is_in(list(genes)))
+        return out
 
     @_writes
     def forget_embedding(self, task: str, encoder: str, weights_fingerprint: str, sample_id: str) -> None:
@@ -435,15 +500,9 @@ class Catalog:
     @_writes
     def forget_run(self, run_id: str, *, why: str = "its results were removed by `bench store verify --repair`") -> None:
         """Drop a run's results and mark it failed, in one transaction: the next run recomputes it."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
-                self.con.execute(f"DELETE FROM {table} WHERE run_id=?", [run_id])  # noqa: S608
+        with self._transaction():
+            self._drop_results(run_id)
             self.con.execute("UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?", [why, _now(), run_id])
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
 
     @_writes
     def finish_run(self, run_id: str, *, error: str | None = None) -> None:
@@ -573,6 +632,16 @@ class Catalog:
         rows = self.con.execute("SELECT sample_id, path FROM embeddings WHERE lower(task)=lower(?) AND encoder=? "
                                 "AND weights_fingerprint=?", [task, encoder, weights_fingerprint]).fetchall()
         return dict(rows)
+
+    @_reads
+    def imported_sets(self, *, task: str | None = None, encoder: str | None = None) -> list[tuple[str, str, str]]:
+        """Embeddings imported with `bench embeddings import`: distinct ``(task, encoder, weights_fingerprint)``
+        whose fingerprint starts with ``imported:``, optionally of one task (any case) and encoder."""
+        rows = self.con.execute(
+            "SELECT DISTINCT task, encoder, weights_fingerprint FROM embeddings WHERE weights_fingerprint LIKE "
+            "'imported:%' AND (? IS NULL OR lower(task) = lower(?)) AND (? IS NULL OR encoder = ?) ORDER BY ALL",
+            [task, task, encoder, encoder]).fetchall()
+        return [tuple(r) for r in rows]
 
     @_reads
     def fold_table(self, run_id: str) -> pl.DataFrame:

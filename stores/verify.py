@@ -6,9 +6,9 @@ What it checks, and what ``repair`` does about each finding:
   dimension): the file and the row are removed, so the next `bench run` recomputes them;
 - an embedding file without a row (e.g. a catalog restored from an older copy): registered again when it is
   intact (its attributes say what it is), removed otherwise;
-- a fold whose fitted model file is missing, or a result that contradicts the rows beneath it
+- a fold whose fitted model or spot-predictions file is missing, or a result that contradicts the rows beneath it
   (`Catalog.inconsistencies`): the run's results are removed, so the next `bench run` recomputes them;
-- a model file no result refers to (a failed --force recomputation): removed;
+- a fitted model or spot-predictions file no result refers to (a killed --force recomputation): removed;
 - temporary files of writers that are gone (`stbench.tempfiles`): removed; those of live writers are kept.
 
 Runs that are incomplete (killed, failed) are listed; `bench run` resumes them. Files that another process is
@@ -151,15 +151,19 @@ def verify_store(store: Store, *, repair: bool = False) -> VerifyReport:
 def _verify_results(store: Store, report: VerifyReport, *, repair: bool) -> None:
     cat = store.catalog
     broken: dict[str, list[str]] = {}
-    folds = cat.rows("SELECT f.run_id, f.fold, f.model_path, r.status FROM fold_results f JOIN runs r USING (run_id)")
+    # runs not complete when the check began: their files may be being written (repairs below do not count)
+    running = {r for (r,) in cat.rows("SELECT run_id FROM runs WHERE status <> 'complete'")}
+    folds = cat.rows("SELECT f.run_id, f.fold, f.model_path, f.predictions_path FROM fold_results f "
+                     "JOIN runs r USING (run_id)")
     referenced: set[Path] = set()
-    for run_id, fold, model, _status in folds:
-        if model is None:
-            continue
-        path = store.resolve(model)
-        referenced.add(path)
-        if not path.exists():
-            broken.setdefault(run_id, []).append(f"fold {fold}: fitted model {model} is missing")
+    for run_id, fold, model, predictions in folds:
+        for what, recorded in (("fitted model", model), ("spot predictions", predictions)):
+            if recorded is None:
+                continue
+            path = store.resolve(recorded)
+            referenced.add(path)
+            if not path.exists():
+                broken.setdefault(run_id, []).append(f"fold {fold}: {what} {recorded} is missing")
     problems = cat.inconsistencies()
     report.checked["result folds"] = len(folds)
     for p in problems:
@@ -170,13 +174,13 @@ def _verify_results(store: Store, report: VerifyReport, *, repair: bool) -> None
         if repair:
             cat.forget_run(run_id)
             f.repaired = "results removed; the next run recomputes them"
-    running = {r for (r,) in cat.rows("SELECT run_id FROM runs WHERE status <> 'complete'")}
     report.incomplete_runs = len(running)
-    models = store.root / "models"
-    for path in sorted(models.rglob("*.pt")) if models.is_dir() else []:
+    files = [p for folder, pattern in (("models", "*.pt"), ("predictions", "*.parquet"))
+             if (store.root / folder).is_dir() for p in sorted((store.root / folder).rglob(pattern))]
+    for path in files:
         if path in referenced or is_temp_name(path.name) or path.parent.name in running:
-            continue  # a run in progress writes its folds' models before its rows
-        f = report.add("orphan model", store.relative(path), "no result refers to it")
+            continue  # a run in progress writes its folds' files before its rows
+        f = report.add("orphan file", store.relative(path), "no result refers to it")
         if repair:
             path.unlink(missing_ok=True)
             f.repaired = "removed"

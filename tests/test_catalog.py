@@ -107,24 +107,50 @@ def test_per_sample_pccs_come_back_by_fold_and_sample_in_gene_order(cat):
     assert cat.sample_pccs("other") == {}
 
 
-def test_spot_predictions_are_stored_one_row_per_spot_and_gene(cat):
+def test_spot_predictions_are_one_parquet_file_per_fold_one_row_per_spot_and_gene(cat, tmp_path):
+    import pyarrow.parquet as pq
+
     run = _run()
     cat.start_run(run)
     preds = {"sample_id": np.array(["s", "s", "t"]), "barcode": ["b0", "b1", "c0"],
              "coords": np.array([[1, 2], [3, 4], [5, 6]]),
              "y_true": np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]), "y_pred": np.array([[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]])}
     cat.write_fold(run, _fold(1, [0.1, 0.2], genes=["GA", "GB"], predictions=preds))
-    rows = cat.rows("SELECT run_id, fold, sample_id, barcode, x, y, gene, y_true, y_pred FROM spot_predictions "
-                    "ORDER BY barcode, gene")
+    rows = [tuple(r) for r in cat.spot_predictions(["r1"]).sort("barcode", "gene").iter_rows()]
     assert rows == [("r1", 1, "s", "b0", 1.0, 2.0, "GA", 0.0, 0.5), ("r1", 1, "s", "b0", 1.0, 2.0, "GB", 1.0, 1.5),
                     ("r1", 1, "s", "b1", 3.0, 4.0, "GA", 2.0, 2.5), ("r1", 1, "s", "b1", 3.0, 4.0, "GB", 3.0, 3.5),
                     ("r1", 1, "t", "c0", 5.0, 6.0, "GA", 4.0, 4.5), ("r1", 1, "t", "c0", 5.0, 6.0, "GB", 5.0, 5.5)]
-    types = dict(cat.rows("SELECT column_name, data_type FROM information_schema.columns "
-                          "WHERE table_name = 'spot_predictions'"))
-    assert types["y_true"] == types["y_pred"] == "FLOAT" and types["fold"] == "INTEGER"
+    [(rel,)] = cat.rows("SELECT predictions_path FROM fold_results")
+    assert rel.startswith("predictions/r1/fold1-") and rel.endswith(".parquet")  # relative to the store root
+    first = tmp_path / rel
+    meta = pq.ParquetFile(first).metadata
+    assert meta.num_rows == 6 and meta.row_group(0).column(7).compression == "ZSTD"
+    assert cat.rows("SELECT count(*) FROM spot_predictions") == [(0,)]  # nothing per spot in the catalog itself
+    frame = cat.spot_predictions(["r1"], samples=["t"], genes=["GB"])
+    assert frame["y_pred"].to_list() == [5.5] and str(frame["y_true"].dtype) == "Float32"
     cat.write_fold(run, _fold(1, [0.1, 0.2], genes=["GA", "GB"], predictions={**preds, "y_pred": preds["y_pred"] + 1}))
-    assert cat.rows("SELECT count(*), min(y_pred) FROM spot_predictions") == [(6, 1.5)]  # rewritten, not appended
-    assert "_stbench_predictions" not in {t for (t,) in cat.rows("SELECT table_name FROM information_schema.tables")}
+    assert len(cat.spot_predictions(["r1"])) == 6 and cat.spot_predictions(["r1"])["y_pred"].min() == 1.5
+    assert not first.exists()  # the fold written again replaced its file
+    assert len(cat.spot_predictions([])) == 0 and len(cat.spot_predictions(["other"])) == 0
+
+
+def test_spot_predictions_written_before_parquet_are_still_read(cat):
+    run = _run()
+    cat.start_run(run)
+    cat.write_fold(run, _fold(0, [0.1, 0.2], genes=["GA", "GB"]))
+    cat.con.execute("INSERT INTO spot_predictions VALUES ('r1', 0, 's', 'b0', 1, 2, 'GA', 0.25, 0.75)")
+    assert [tuple(r) for r in cat.spot_predictions(["r1"]).iter_rows()] == [("r1", 0, "s", "b0", 1.0, 2.0, "GA", 0.25, 0.75)]
+
+
+def test_a_missing_predictions_file_is_a_one_line_error(cat, tmp_path):
+    run = _run()
+    cat.start_run(run)
+    cat.write_fold(run, _fold(0, [0.1, 0.2], genes=["GA", "GB"], predictions={
+        "sample_id": ["s"], "barcode": ["b"], "coords": [[0, 0]], "y_true": [[1.0, 2.0]], "y_pred": [[1.0, 2.0]]}))
+    [(rel,)] = cat.rows("SELECT predictions_path FROM fold_results")
+    (tmp_path / rel).unlink()
+    with pytest.raises(StoreError, match="spot predictions file missing; run `bench store verify --repair`"):
+        cat.spot_predictions(["r1"])
 
 
 def test_gene_selections_are_keyed_by_task_fingerprint_fold_kind_and_key(cat):
@@ -175,17 +201,19 @@ def test_fitted_models_lists_complete_runs_with_a_model_for_the_fold_newest_firs
     assert len(cat.fitted_models(task="task", encoder="enc", reducer="pca", fold=0)) == 0
 
 
-def test_start_run_with_force_deletes_every_row_of_the_run_only(cat):
+def test_start_run_with_force_deletes_every_row_and_file_of_the_run_only(cat, tmp_path):
     for rid in ("r1", "r2"):
         run = _run(rid)
         cat.start_run(run)
         cat.write_fold(run, _fold(0, [0.1, 0.3], per_sample={"s": (np.array([0.1, 0.2]), np.array([1.0, 1.0]), 3)},
                                   predictions={"sample_id": ["s"], "barcode": ["b"], "coords": [[0, 0]],
                                                "y_true": [[1.0, 2.0]], "y_pred": [[1.0, 2.0]]}))
+    files = dict(cat.rows("SELECT run_id, predictions_path FROM fold_results"))
     cat.start_run(_run("r1"), force=True)
-    for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
+    for table in ("fold_results", "gene_results", "sample_gene_results"):
         assert cat.rows(f"SELECT DISTINCT run_id FROM {table}") == [("r2",)], table  # noqa: S608
     assert cat.run_status("r1") == "running"
+    assert not (tmp_path / files["r1"]).exists() and (tmp_path / files["r2"]).exists()
 
 
 def test_replace_run_swaps_the_whole_result_in_one_go_and_removes_unused_models(cat, tmp_path):

@@ -150,9 +150,10 @@ def test_protocol_variants_are_the_product_without_duplicates(tmp_path):
     assert {(p.alpha, p.solver) for p in ps} == {("hest", "lsqr"), ("cv", "exact")}
     pam = next(p for p in ps if p.panel)
     assert pam.genes == "file" and pam.gene_list == PAM50 and pam.panel == "pam50"
-    # the default protocol's fingerprint is the one stored before grids existed
-    assert Protocol.from_options().fingerprint == "ce2049b218920773"
-    assert Protocol.from_options(alpha="cv").fingerprint == "ceae422e3b8a40ee"
+    # fixed values: a change is a change to every stored result's identity (PROTOCOL_VERSION 2, issue 13: lsqr
+    # in float32; before it, ce2049b218920773 and ceae422e3b8a40ee)
+    assert Protocol.from_options().fingerprint == "f55ef89070e21a49"
+    assert Protocol.from_options(alpha="cv").fingerprint == "0310224074d8682d"
     with pytest.raises(StbenchError, match=r"--genes must be task, train-hvg, a panel \(pam50\) or an existing gene"):
         protocol_variants(["hest"], ["pam51"], [1])
 
@@ -316,7 +317,7 @@ def test_per_sample_pcc_is_the_mean_over_test_samples_of_each_samples_pcc(root, 
     assert result.exit_code == 0, result.output
     with Store(store) as st:
         (run_id,) = [r["run_id"] for r in _runs(store)]
-        preds = st.catalog.con.sql("SELECT * FROM spot_predictions WHERE run_id=?", params=[run_id]).pl()
+        preds = st.catalog.spot_predictions([run_id])
         pooled = st.catalog.summary().row(0, named=True)["pcc_mean"]
     fold_scores = []  # recomputed from the stored spot predictions, with numpy's own correlation
     for fold in (0, 1):
@@ -405,6 +406,33 @@ def test_random_weights_of_a_real_architecture_are_seeded_and_refused_where_unsu
         assert a.model(torch.rand(1, 3, 224, 224)).shape == (1, 1024)
     with pytest.raises(WeightsError, match="phikon: random weights are not available for this encoder"):
         get_encoder("phikon").load("random")
+
+
+def test_precision_and_ridge_dtype_options_key_embeddings_and_results_apart(root, tmp_path):
+    """--precision gives the embeddings another key (never mixed with the default's); --ridge-dtype float64 is
+    its own protocol, labelled as such. Issue 13."""
+    from stbench.encoders import compute_tag, get_encoder
+    from stbench.encoders.weights import file_fingerprint
+
+    store = tmp_path / "store"
+    plain = _bench(root, store, "--task", "tiny", "--encoder", "test-grid-a", "--reducer", "identity")
+    assert plain.exit_code == 0, plain.output
+    half = _bench(root, store, "--task", "tiny", "--encoder", "test-grid-a", "--reducer", "identity",
+                  "--precision", "fp16", "--ridge-dtype", "float64")
+    assert half.exit_code == 0, half.output
+    weights = file_fingerprint(Path(tempfile.gettempdir()) / "stbench-tests" / "tiny-cnn.pt")
+    runs = _runs(store)
+    assert {(r["weights_fingerprint"], r["protocol_fingerprint"]) for r in runs} == {
+        (weights, Protocol.from_options().fingerprint),  # fp32, the spec's: the weights' fingerprint unchanged
+        (weights + "+fp16", Protocol.from_options(dtype="float64").fingerprint)}
+    with Store(store) as st:
+        keys = {fp for (fp,) in st.catalog.rows("SELECT DISTINCT weights_fingerprint FROM embeddings")}
+    assert keys == {weights, weights + "+fp16"}  # the fp16 run embedded again, under its own key
+    assert "ridge[lsqr float64" in half.output
+    assert get_encoder("test-grid-a", precision="bf16").fingerprint() == weights + "+bf16"
+    assert compute_tag(get_encoder("test-grid-a").spec) == ""
+    bad = _bench(root, store, "--task", "tiny", "--encoder", "test-grid-a", "--precision", "fp8")
+    assert bad.exit_code != 0 and "Invalid value for '--precision'" in bad.output
 
 
 def test_read_grid_file_reports_a_missing_file(tmp_path):

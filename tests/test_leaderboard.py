@@ -246,7 +246,7 @@ def test_csv_downloads_hold_the_catalog_rows(site, summary, store):
         genes = cat.gene_table()
         n_sample = cat.con.execute("SELECT count(*) FROM sample_gene_results").fetchall()[0][0]
         n_folds = cat.con.execute("SELECT count(*) FROM fold_results").fetchall()[0][0]
-        spots = cat._frame("SELECT * FROM spot_predictions")
+        spots = cat.spot_predictions([r for (r,) in cat.rows("SELECT run_id FROM runs")])
     csv_genes = pl.read_csv(out / "data/genes.csv")
     assert len(csv_genes) == len(genes)
     assert csv_genes.sort("run_id", "fold", "gene")["pcc"].to_list() == pytest.approx(genes["pcc"].to_list(), nan_ok=True)
@@ -293,7 +293,8 @@ def test_spatial_maps_show_the_stored_predictions(site, store):
     assert data["encoder"] == "test-tiny-cnn" and data["reducers"][:2] == ["identity", "pca"]
     assert {s["id"] for s in data["samples"]} == {"S0", "S1", "S2"}  # every sample is a test sample once
     with Catalog(store / "catalog.duckdb", read_only=True) as cat:
-        spots = cat._frame("SELECT * FROM spot_predictions WHERE sample_id = 'S1' AND gene = ?", [data["genes"][3]])
+        spots = cat.spot_predictions([r for (r,) in cat.rows("SELECT run_id FROM runs")], samples=["S1"],
+                                     genes=[data["genes"][3]])
     i = [s["id"] for s in data["samples"]].index("S1")
     truth = page_data(page, f"truth-{i}")[3]
     run = data["runs"][1]

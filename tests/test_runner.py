@@ -215,7 +215,7 @@ def test_unknown_names_and_bad_options_suggest_and_write_nothing(root, tmp_path,
 def test_spot_predictions_are_stored_and_rescore_to_the_stored_pcc(root, tmp_path):
     (res,) = _run(root, tmp_path / "s", reducers_=("pca",))
     with Store(tmp_path / "s") as st:
-        preds = st.catalog.con.sql("SELECT * FROM spot_predictions WHERE run_id=?", params=[res.run_id]).pl()
+        preds = st.catalog.spot_predictions([res.run_id])
         genes = st.catalog.gene_table(run_ids=[res.run_id])
     assert len(preds) == sum(f["n_test"] for f in res.folds) * 20
     for f in res.folds:

@@ -285,3 +285,21 @@ def test_verify_repair_registers_intact_files_the_catalog_lost(root, tmp_path, m
     assert repaired.exit_code == 0 and repaired.output.count("registered again") == 3, repaired.output
     monkeypatch.setattr(Encoder, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     assert _bench(*args).exit_code == 0  # results recomputed from the re-registered embeddings
+
+
+def test_verify_finds_missing_and_orphan_prediction_files(root, tmp_path):
+    store = tmp_path / "store"
+    args = ("run", "--data-root", str(root), "--store", str(store), *GRID)
+    assert _bench(*args).exit_code == 0
+    files = sorted((store / "predictions").rglob("*.parquet"))
+    assert len(files) == 2 * 3  # one per fold of each result set
+    files[0].unlink()
+    shutil.copy(files[1], files[1].with_name("fold9-stray.parquet"))
+    import json
+
+    found = json.loads(_bench("store", "verify", "--store", str(store), "--format", "json").output)["findings"]
+    assert Counter(f["kind"] for f in found) == {"broken result": 1, "orphan file": 1}, found
+    assert "spot predictions" in next(f["detail"] for f in found if f["kind"] == "broken result")
+    assert _bench("store", "verify", "--store", str(store), "--repair").exit_code == 0
+    assert not files[1].with_name("fold9-stray.parquet").exists()
+    assert _bench(*args).exit_code == 0 and len(list((store / "predictions").rglob("*.parquet"))) == 6
