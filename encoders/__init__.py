@@ -11,13 +11,16 @@ group ``stbench.encoders`` (a module that uses `register_encoder`, or an `Encode
 from __future__ import annotations
 
 from stbench.encoders._base import (
+    PRECISIONS,
     Encoder,
     EncoderSpec,
     LoadedEncoder,
     encoders,
     get_encoder,
+    compute_tag,
     list_encoders,
     register_encoder,
 )
 
-__all__ = ["Encoder", "EncoderSpec", "LoadedEncoder", "encoders", "get_encoder", "list_encoders", "register_encoder"]
+__all__ = ["Encoder", "EncoderSpec", "LoadedEncoder", "encoders", "get_encoder", "list_encoders", "register_encoder",
+           "compute_tag", "PRECISIONS"]

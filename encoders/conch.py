@@ -6,9 +6,9 @@ normalize=False)`` (512-d). The hub checkpoint ``pytorch_model.bin`` holds the w
 ``visual.*`` keys are used (text tower, text decoder and ``logit_scale`` dropped), minus the captioning
 pooler and ``proj_contrast`` (not on this path); the rest must fit exactly.
 
-Input: CONCH resizes to 448 (bicubic) and centre-crops 448. Our patches are 224 px squares at 0.5 um/px,
-so the crop is a no-op: ``input_size=448, interpolation="bicubic"`` (a torch bicubic upsampling on the
-device; CONCH's torchvision resize of PIL images uses PIL's bicubic kernel, a small numeric difference).
+Input: CONCH's transform resizes a PIL image to 448 (bicubic) and centre-crops 448; on our 224 px square
+patches the crop is a no-op. ``resample="pil"`` does the same, PIL's bicubic on the uint8 patch (a torch
+bicubic upsampling of floats, stbench's earlier path, was 0.32/255 per pixel away from it on average).
 
 The architecture is CONCH's published ``conch_ViT-B-16`` model config; a ``config.json`` next to the
 weights in that format (``embed_dim``, ``vision_cfg``) overrides it, if present.
@@ -38,6 +38,7 @@ SPEC = EncoderSpec(
     mean=OPENAI_MEAN,
     std=OPENAI_STD,
     interpolation="bicubic",
+    resample="pil",
     precision="fp32",
     pooling="encode_image(proj_contrast=False, normalize=False): attentional pooler (1 query) over the trunk "
             "tokens, then ln_contrast",

@@ -13,11 +13,18 @@ so the user points stbench at the file (``--weights PATH`` or the config). The f
 
 The embedding is timm's pooled output with no classifier: the mean over positions of the final
 layer-normed stage-4 tokens (768), as the authors' ``model.head = nn.Identity()`` gives.
+
+``ctranspath-chief`` is the same network with CHIEF's weights (Wang et al. 2024, ``CHIEF_CTransPath.pth``),
+which TRIDENT downloads by default as "ctranspath" (from the hest-bench dataset, ``fm_v1/ctranspath``). The two
+files have the same keys and different values, so nothing in a file tells them apart but its bytes: each
+encoder's embeddings are keyed by the file's sha256, and a published file given to the other name (the
+sha256 STAMP checks for each, ``known_sha256``) is warned about.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from stbench.encoders._base import EncoderSpec, register_encoder
@@ -26,9 +33,11 @@ from stbench.encoders.weights import ResolvedWeights, WeightsSource
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SPEC", "build_ctranspath", "old_swin_to_timm"]
+__all__ = ["SPEC", "CHIEF_SPEC", "build_ctranspath", "old_swin_to_timm"]
 
 REPO_URL = "https://github.com/Xiyue-Wang/TransPath"
+CHIEF_URL = "https://github.com/hms-dbmi/CHIEF"
+HEST_BENCH_CTRANSPATH = "https://huggingface.co/datasets/MahmoodLab/hest-bench/tree/main/fm_v1/ctranspath"
 
 SPEC = EncoderSpec(
     name="ctranspath",
@@ -47,6 +56,23 @@ SPEC = EncoderSpec(
         files=("ctranspath.pth",), config=False, page=REPO_URL,
         hint=f"download ctranspath.pth from the Google Drive link in the README of {REPO_URL}",
     ),
+    known_sha256=("7c998680060c8743551a412583fac689db43cec07053b72dfec6dcd810113539",),  # the authors' file
+)
+
+CHIEF_SPEC = replace(
+    SPEC,
+    name="ctranspath-chief",
+    aliases=("chief-ctranspath",),
+    weights="CHIEF_CTransPath.pth from the CHIEF authors (TRIDENT's default 'ctranspath'; no model hub repository)",
+    license="GPL-3.0, non-commercial academic use (CHIEF README)",
+    paper="Wang et al. 2024, A pathology foundation model for cancer diagnosis and prognosis prediction (Nature); "
+          "CHIEF's tile encoder, CTransPath's architecture",
+    random_init=False,  # the architecture is ctranspath's: its random-weight control is --encoder ctranspath
+    source=WeightsSource(
+        files=("CHIEF_CTransPath.pth",), config=False, page=CHIEF_URL,
+        hint=f"download CHIEF_CTransPath.pth from the README of {CHIEF_URL} or from {HEST_BENCH_CTRANSPATH} (gated)",
+    ),
+    known_sha256=("1646f23001214f74cf432ef0e80b808ee6605143802ae6ed53a87564ddc4924a",),  # CHIEF's Google Drive file
 )
 
 _OLD_DOWNSAMPLE = re.compile(r"layers\.(\d+)\.downsample\.(.+)")
@@ -78,16 +104,22 @@ def old_swin_to_timm(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@register_encoder(SPEC)
-def load_ctranspath(weights: ResolvedWeights) -> torch.nn.Module:
-    from stbench.encoders._statedict import load_strict, read_checkpoint, strip_prefix, unwrap
+def _loader(spec: EncoderSpec):  # noqa: ANN202
+    def load(weights: ResolvedWeights) -> torch.nn.Module:
+        from stbench.encoders._statedict import load_strict, read_checkpoint, strip_prefix, unwrap
 
-    if weights.random_seed is not None:  # the random-weight control
-        return build_ctranspath(init=True)
-    net = build_ctranspath()
-    state = strip_prefix(unwrap(read_checkpoint(weights.path, SPEC.name), "model"), "module.")
-    load_strict(net, old_swin_to_timm(state), name=SPEC.name, path=weights.path)
-    return net
+        if weights.random_seed is not None:  # the random-weight control
+            return build_ctranspath(init=True)
+        net = build_ctranspath()
+        state = strip_prefix(unwrap(read_checkpoint(weights.path, spec.name), "model"), "module.")
+        load_strict(net, old_swin_to_timm(state), name=spec.name, path=weights.path)
+        return net
 
+    load.__qualname__ = f"load_{spec.name.replace('-', '_')}"
+    return load
+
+
+load_ctranspath = register_encoder(SPEC)(_loader(SPEC))
+load_ctranspath_chief = register_encoder(CHIEF_SPEC)(_loader(CHIEF_SPEC))
 
 ENCODER = load_ctranspath

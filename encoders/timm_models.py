@@ -26,11 +26,16 @@ random weights that are then overwritten), the embedding length is checked again
 file is loaded strictly with ``assign=True``, then kept in fp32 (extraction runs it under autocast in the
 spec's precision on CUDA).
 
-Inputs: stbench patches are 224 px at 0.5 um/px and every encoder here takes 224 px, so patches are not
-resized. Prov-GigaPath's card resizes to 256 and centre-crops 224 because its tiles were 256 px at
-0.5 um/px: on a 256 px tile that keeps the central 224 px at native scale. On a 224 px patch the same recipe
-would magnify to 0.4375 um/px and drop the border, so stbench feeds the whole patch at native scale
-(HEST-Benchmark applies the 256/224 recipe to its 224 px patches, so GigaPath numbers can differ slightly).
+Inputs and precision follow HEST-Benchmark's model zoo (mahmoodlab/HEST
+``src/hest/bench/cpath_model_zoo/inference_models.py``), whose numbers the published tables repeat:
+
+* Prov-GigaPath gets its card's Resize(256, bicubic) then CenterCrop(224) on a PIL image of the 224 px patch
+  (``resize_to=256, resample="pil"``): it magnifies to 0.4375 um/px and drops the border, as the reference does.
+  The others take the 224 px patch as it is.
+* Precision (autocast on CUDA): fp32 for ResNet-50, GigaPath and Virchow; fp16 for UNI, Virchow2 and
+  H-optimus-0. ``bench run --precision`` overrides it; the precision is part of the embeddings' fingerprint.
+  stbench ran GigaPath and Virchow in fp16 before (``untagged_precision="fp16"``), so their fp32 embeddings
+  are keyed apart from those (`stbench.encoders.compute_tag`).
 """
 
 from __future__ import annotations
@@ -240,21 +245,23 @@ SPECS: tuple[EncoderSpec, ...] = (
         random_init=True, code="timm", source=_hub("timm/resnet50.tv_in1k", ("model.safetensors", "pytorch_model.bin")),
     ),
     EncoderSpec(
-        name="uni", aliases=("uni-v1", "uni1"), embed_dim=1024, precision="fp16", gated=True,
+        name="uni", aliases=("uni-v1", "uni1"), embed_dim=1024, precision="fp16", untagged_precision="fp16", gated=True,
         pooling="class token of forward_features", weights="hf.co/MahmoodLab/UNI (gated)",
         license="CC-BY-NC-ND-4.0",
         paper="Chen et al. 2024, Towards a general-purpose foundation model for computational pathology (Nat Med)",
         random_init=True, code="timm", source=_hub("MahmoodLab/UNI"),
     ),
     EncoderSpec(
-        name="virchow", aliases=("virchow-v1", "virchow1"), embed_dim=2560, precision="fp16", gated=True,
+        name="virchow", aliases=("virchow-v1", "virchow1"), embed_dim=2560, precision="fp32",
+        untagged_precision="fp16", gated=True,
         interpolation="bicubic", pooling="class token ++ mean of patch tokens 1: (1280 + 1280)",
         weights="hf.co/paige-ai/Virchow (gated)", license="Apache-2.0",
         paper="Vorontsov et al. 2024, A foundation model for clinical-grade computational pathology (Nat Med)",
         random_init=True, code="timm", source=_hub("paige-ai/Virchow"),
     ),
     EncoderSpec(
-        name="virchow2", aliases=("virchow-v2",), embed_dim=2560, precision="fp16", gated=True,
+        name="virchow2", aliases=("virchow-v2",), embed_dim=2560, precision="fp16", untagged_precision="fp16",
+        gated=True,
         interpolation="bicubic", pooling="class token ++ mean of patch tokens 5: (skips 4 register tokens)",
         weights="hf.co/paige-ai/Virchow2 (gated)", license="CC-BY-NC-ND-4.0",
         paper="Zimmermann et al. 2024, Virchow2: scaling self-supervised mixed magnification models "
@@ -262,14 +269,16 @@ SPECS: tuple[EncoderSpec, ...] = (
         random_init=True, code="timm", source=_hub("paige-ai/Virchow2"),
     ),
     EncoderSpec(
-        name="gigapath", aliases=("prov-gigapath", "provgigapath"), embed_dim=1536, precision="fp16", gated=True,
-        interpolation="bicubic", pooling="class token of forward_features (224 px patch, no 256/224 resize-crop)",
-        weights="hf.co/prov-gigapath/prov-gigapath (gated; HEST ran it in fp32)", license="Apache-2.0",
+        name="gigapath", aliases=("prov-gigapath", "provgigapath"), embed_dim=1536, precision="fp32",
+        untagged_precision="fp16", gated=True, interpolation="bicubic", resize_to=256, resample="pil",
+        pooling="class token of forward_features (patch resized to 256 with PIL bicubic, centre crop 224)",
+        weights="hf.co/prov-gigapath/prov-gigapath (gated)", license="Apache-2.0",
         paper="Xu et al. 2024, A whole-slide foundation model for digital pathology from real-world data (Nature)",
         random_init=True, code="timm", source=_hub("prov-gigapath/prov-gigapath"),
     ),
     EncoderSpec(
         name="hoptimus0", aliases=("h-optimus-0", "hoptimus-0"), embed_dim=1536, precision="fp16",
+        untagged_precision="fp16",
         mean=(0.707223, 0.578729, 0.703617), std=(0.211883, 0.230117, 0.177517),
         pooling="class token of forward_features", weights="hf.co/bioptimus/H-optimus-0", license="Apache-2.0",
         paper="Saillard et al. 2024, H-optimus-0 (Bioptimus; github.com/bioptimus/releases)",

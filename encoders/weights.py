@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from stbench.encoders._base import EncoderSpec
 
 __all__ = ["WeightsSource", "ResolvedWeights", "resolve_weights", "weights_location", "user_config_path", "file_fingerprint",
-           "random_seed_of", "encoder_label", "RANDOM_PREFIX"]
+           "random_seed_of", "encoder_label", "RANDOM_PREFIX", "IMPORTED_PREFIX"]
 
 CONFIG_ENV = "STBENCH_CONFIG"
 
@@ -78,6 +78,7 @@ class ResolvedWeights:
 
 
 RANDOM_PREFIX = "random"
+IMPORTED_PREFIX = "imported"  # fingerprints of embeddings computed elsewhere: imported:sha256:<16 hex>
 
 
 def random_seed_of(value: str | os.PathLike[str]) -> int | None:
@@ -95,9 +96,12 @@ def random_seed_of(value: str | os.PathLike[str]) -> int | None:
 
 
 def encoder_label(encoder: str, fingerprint: str | None) -> str:
-    """How tables name an encoder's results: random-weight controls are never shown as the pretrained model."""
+    """How tables name an encoder's results: random-weight controls are never shown as the pretrained model,
+    nor embeddings imported from elsewhere (`stbench.embeddings_import`) as ones computed here."""
     if fingerprint and fingerprint.startswith(RANDOM_PREFIX + ":"):
         return f"{encoder} (random weights)"
+    if fingerprint and fingerprint.startswith(IMPORTED_PREFIX + ":"):
+        return f"{encoder} (imported)"
     return encoder
 
 
@@ -280,4 +284,27 @@ def weights_location(spec: EncoderSpec) -> str | None:
             hit = try_to_load_from_cache(src.repo_id, f, revision=src.revision)
             if isinstance(hit, str):
                 return "hf cache"
+    return None
+
+
+def local_weights_fingerprint(spec: EncoderSpec) -> str | None:
+    """The weights' fingerprint where `weights_location` finds them (a configured or packaged file is hashed,
+    a cached hub file gives its snapshot's commit), or None. Never touches the network."""
+    where = weights_location(spec)
+    if where in ("config", "package"):
+        try:
+            return resolve_weights(spec).fingerprint
+        except WeightsError:
+            return None
+    if where == "hf cache":
+        from huggingface_hub import try_to_load_from_cache
+
+        src = spec.source
+        assert src is not None and src.repo_id is not None
+        for f in src.files:
+            hit = try_to_load_from_cache(src.repo_id, f, revision=src.revision)
+            if isinstance(hit, str):
+                path = Path(hit)
+                commit = path.parent.name if path.parent.parent.name == "snapshots" else None
+                return f"hub:{src.repo_id}@{commit}" if commit else file_fingerprint(path)
     return None

@@ -233,13 +233,15 @@ class _RayGrid:
 
     # -- extraction --
     def _extract(self, index: int, block: Block) -> None:
-        from stbench.encoders import get_encoder
+        from stbench.embeddings_import import select_embeddings
         from stbench.extract import cached_embedding
+        from stbench.grid import block_encoder
 
         task, store = block.task, self.store
         try:
-            encoder = get_encoder(block.encoder)
             weights = self.weights.get(block.encoder)
+            encoder = select_embeddings(block_encoder(block.encoder, self.plan.spec.precision), weights, store,
+                                        task)  # imported: no model
             fingerprint = encoder.fingerprint(weights)
         except Exception as exc:  # noqa: BLE001 - every cell of the block fails with it
             self._block_failed(index, block, exc)

@@ -29,10 +29,11 @@ if TYPE_CHECKING:
     import torch
     from rich.progress import Progress
 
-    from stbench.encoders import Encoder, LoadedEncoder
+    from stbench.encoders import Encoder, EncoderSpec, LoadedEncoder
     from stbench.stores import Store
 
-__all__ = ["resolve_device", "patch_fingerprint", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch", "extract_sample", "ensure_embeddings",
+__all__ = ["resolve_device", "patch_fingerprint", "source_fingerprint", "Pipeline", "prepare_pipeline", "embed_batch",
+           "pil_resample", "extract_sample", "ensure_embeddings",
            "PipelineCache", "cached_embedding", "write_sample_embeddings"]
 
 log = logging.getLogger("stbench")
@@ -89,28 +90,70 @@ def _prefetch(chunks: Iterator[tuple[int, np.ndarray]], depth: int = 2) -> Itera
     t.join()
 
 
-def _preprocess(images: torch.Tensor, loaded: LoadedEncoder) -> torch.Tensor:
-    """uint8 (B, H, W, 3) on the device -> normalised float (B, 3, S, S) at the encoder's input size."""
+def pil_resample(images: np.ndarray, spec: EncoderSpec) -> np.ndarray:
+    """uint8 (B, H, W, 3) -> uint8 (B, S, S, 3), S = ``spec.input_size``, as the reference transforms compute it
+    for ``resample == "pil"``: torchvision's Resize of a PIL image (PIL's filter on uint8, shorter side to
+    ``resize_to`` or S) then CenterCrop(S). Other specs' patches pass unchanged (they are resized on the device).
+
+    One patch at a time on the CPU: PIL releases the GIL, so the reader thread runs this alongside the model."""
+    if spec.resample != "pil":
+        return images
+    from PIL import Image
+
+    size, crop = spec.resize_to or spec.input_size, spec.input_size
+    flt = Image.Resampling.BICUBIC if spec.interpolation == "bicubic" else Image.Resampling.BILINEAR
+    out = np.empty((len(images), crop, crop, 3), np.uint8)
+    for i, patch in enumerate(images):
+        h, w = patch.shape[:2]
+        new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # shorter side -> size
+        img = Image.fromarray(patch)
+        if (new_w, new_h) != (w, h):  # torchvision returns an image already at the size unchanged
+            img = img.resize((new_w, new_h), flt)
+        if min(new_w, new_h) < crop:
+            raise StbenchError(f"{spec.name}: a {w}x{h} patch resized to {new_w}x{new_h} is smaller than the "
+                               f"{crop} px crop; patches must be at least {crop} px")
+        top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
+        out[i] = np.asarray(img.crop((left, top, left + crop, top + crop)))
+    return out
+
+
+def _device_transform(images: torch.Tensor, spec: EncoderSpec) -> torch.Tensor:
+    """uint8 (B, H, W, 3) on the device -> normalised float (B, 3, S, S); resized here unless PIL did it."""
     import torch
     import torch.nn.functional as F
 
-    spec = loaded.spec
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-1] != spec.input_size or x.shape[-2] != spec.input_size:
-        mode = spec.interpolation if spec.interpolation in ("bilinear", "bicubic") else "bilinear"
-        x = F.interpolate(x, size=(spec.input_size, spec.input_size), mode=mode, antialias=True, align_corners=False)
+    size, crop = spec.resize_to or spec.input_size, spec.input_size
+    if spec.resample == "torch":
+        if x.shape[-2:] != (size, size):
+            mode = spec.interpolation if spec.interpolation in ("bilinear", "bicubic") else "bilinear"
+            x = F.interpolate(x, size=(size, size), mode=mode, antialias=True, align_corners=False)
+        if size != crop:
+            top = int(round((size - crop) / 2.0))
+            x = x[..., top : top + crop, top : top + crop]
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def _preprocess(images: torch.Tensor, loaded: LoadedEncoder) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, S, S) at the encoder's input size: the whole transform
+    (`pil_resample` on the CPU where the spec asks for it, then `_device_transform` where ``images`` are)."""
+    import torch
+
+    if loaded.spec.resample == "pil":
+        images = torch.from_numpy(pil_resample(images.cpu().numpy(), loaded.spec)).to(images.device)
+    return _device_transform(images, loaded.spec)
 
 
 @dataclass
 class Pipeline:
     """A loaded encoder placed on its device, with the batch sizes to read and to run it at.
 
-    Call it on uint8 patches (N, H, W, 3) of any N: they go to the device as uint8, are resized and
-    normalised there, and pass through the model ``forward_batch`` at a time under ``inference_mode``
-    (and autocast in the encoder's precision on CUDA).
+    Call it on uint8 patches (N, H, W, 3) of any N: they are resampled with PIL first where the spec says so
+    (``resampled=True``: `pil_resample` was applied already, e.g. in the reader thread), go to the device as
+    uint8, are resized and normalised there, and pass through the model ``forward_batch`` at a time under
+    ``inference_mode`` (and autocast in the encoder's precision on CUDA).
     """
 
     loaded: LoadedEncoder
@@ -118,16 +161,23 @@ class Pipeline:
     read_batch: int  # patches per HDF5 read (memory bound of the reader)
     forward_batch: int  # patches per forward pass
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def resample(self, images: np.ndarray) -> np.ndarray:
+        """The CPU part of the transform (`pil_resample`); unchanged patches for on-device resizing."""
+        return pil_resample(images, self.loaded.spec)
+
+    def __call__(self, images: np.ndarray, *, resampled: bool = False) -> np.ndarray:
         import torch
 
         out = []
-        dtype = _AUTOCAST.get(self.loaded.spec.precision)
+        spec = self.loaded.spec
+        dtype = _AUTOCAST.get(spec.precision)
         autocast = self.device.startswith("cuda") and dtype is not None
+        if not resampled:
+            images = self.resample(images)
         with torch.inference_mode():
             for i in range(0, len(images), self.forward_batch):
                 block = torch.from_numpy(np.ascontiguousarray(images[i : i + self.forward_batch]))
-                x = _preprocess(block.to(self.device, non_blocking=True), self.loaded)
+                x = _device_transform(block.to(self.device, non_blocking=True), spec)
                 with torch.autocast("cuda", dtype=getattr(torch, dtype or "float16"), enabled=autocast):
                     out.append(self.loaded.model(x).float())
         return torch.cat(out).cpu().numpy()
@@ -162,6 +212,9 @@ def prepare_pipeline(loaded: LoadedEncoder, *, device: str = "cpu", batch_size: 
     loaded.model.to(device, memory_format=torch.channels_last)
     if compile:
         loaded.model = torch.compile(loaded.model)
+    if loaded.spec.precision != "fp32" and not device.startswith("cuda"):
+        log.info("%s: %s applies on CUDA (autocast); on %s the model runs in fp32", loaded.spec.name,
+                 loaded.spec.precision, device)
     if batch_size:
         return Pipeline(loaded, device, max(batch_size, 1), max(batch_size, 1))
     if device.startswith("cuda"):
@@ -210,8 +263,10 @@ def write_sample_embeddings(pipeline: Pipeline, sample: Sample, path: Path, *, t
         writer = EmbeddingWriter(path, n=n, dim=spec.embed_dim, barcodes=pf.barcodes, coords=pf.coords, attrs=attrs)
         bar = progress.add_task(f"{spec.name} · {sample.id}", total=n) if progress else None
         try:
-            for offset, chunk in _prefetch(pf.iter_chunks(pipeline.read_batch)):
-                emb = pipeline(chunk)
+            # PIL resampling (where the spec asks for it) runs in the reader thread, alongside the model
+            chunks = ((offset, pipeline.resample(chunk)) for offset, chunk in pf.iter_chunks(pipeline.read_batch))
+            for offset, chunk in _prefetch(chunks):
+                emb = pipeline(chunk, resampled=True)
                 if emb.shape != (len(chunk), spec.embed_dim):
                     raise StbenchError(f"encoder {spec.name} returned {emb.shape}, expected ({len(chunk)}, {spec.embed_dim})")
                 writer.write(offset, emb)
@@ -253,7 +308,7 @@ class PipelineCache:
 
     def get(self, encoder: Encoder, *, weights: str | None, device: str, batch_size: int | None,
             compile: bool) -> Pipeline:
-        key = (encoder.name, weights, device, batch_size, compile)
+        key = (encoder.spec, weights, device, batch_size, compile)  # the spec: --precision gives another
         pipeline = self._pipeline
         if pipeline is None or key != self._key:
             self.release()

@@ -39,6 +39,8 @@ from stbench.errors import DataError, ProtocolError, StbenchError, suggest
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from stbench.embeddings_import import ImportedEmbeddings
+    from stbench.encoders import Encoder
     from stbench.protocol import Protocol
     from stbench.reducers import Reducer
     from stbench.runner import CellFailure, ReducerChoice, RunResult
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL", "PCC_KINDS", "Cell", "CellOutcome", "CellsFailed", "GridFile", "GridPlan", "GridSpec", "cells",
     "expand_all", "make_spec", "narrow_protocol", "plan_grid", "protocol_label", "protocol_variants", "read_grid_file",
-    "run_grid", "weights_by_encoder",
+    "run_grid", "weights_by_encoder", "block_encoder",
 ]
 
 log = logging.getLogger("stbench")
@@ -190,10 +192,11 @@ class GridSpec:
     """What to run: every task x encoder x reducer choice x protocol variant."""
 
     tasks: tuple[str, ...]  # task folder names
-    encoders: tuple[str, ...]  # registered encoder names
+    encoders: tuple[str, ...]  # registered encoder names, or free names of imported embeddings
     reducers: tuple[ReducerChoice, ...]
     protocols: tuple[Protocol, ...]  # variants; a panel's gene list is narrowed to each task's genes
     pcc: str = "pooled"  # how the summary reports PCC; both kinds are stored for every cell
+    precision: str | None = None  # --precision: every encoder's autocast precision, instead of its own default
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def cells(spec: GridSpec) -> list[Cell]:
 
 
 def protocol_variants(alphas: Sequence[str], genes: Sequence[str], seeds: Sequence[int], *, solver: str | None = None,
-                      intercept: bool = False) -> list[Protocol]:
+                      intercept: bool = False, dtype: str | None = None) -> list[Protocol]:
     """One protocol per (seed, genes, alpha), validated, duplicates dropped. ``genes``: task, train-hvg, a
     built-in panel name (pam50) or a gene file."""
     from stbench.expression import read_gene_file
@@ -231,15 +234,17 @@ def protocol_variants(alphas: Sequence[str], genes: Sequence[str], seeds: Sequen
             else:
                 raise ProtocolError(f"--genes must be task, train-hvg, a panel ({', '.join(PANELS)}) or an existing "
                                     f"gene file; {g!r} is none of these")
-        p = Protocol.from_options(solver=solver, alpha=alpha, intercept=intercept, seed=seed, **kw)
+        p = Protocol.from_options(solver=solver, alpha=alpha, intercept=intercept, seed=seed, dtype=dtype, **kw)
         out.setdefault(p.fingerprint, p)
     return list(out.values())
 
 
 def make_spec(tasks: Sequence[str], encoders: Sequence[str], reducers: Sequence[ReducerChoice],
-              protocols: Sequence[Protocol], root: Path, *, pcc: str = "pooled") -> GridSpec:
+              protocols: Sequence[Protocol], root: Path, *, pcc: str = "pooled", store: Path | None = None,
+              precision: str | None = None) -> GridSpec:
     """Expand ``all`` (every task folder under ``root``, every registered encoder) and resolve names to
-    task folders and registered encoders; an unknown name fails here, with suggestions."""
+    task folders and registered encoders, or to names with embeddings imported for every task into the store
+    at ``store``; an unknown name fails here, with suggestions."""
     from stbench.encoders import encoders as registry
     from stbench.tasks import find_task_dir, list_task_dirs
 
@@ -250,34 +255,72 @@ def make_spec(tasks: Sequence[str], encoders: Sequence[str], reducers: Sequence[
         raise StbenchError(f"--pcc must be one of {', '.join(PCC_KINDS)}, not {pcc!r}")
     if not reducers or not protocols:
         raise StbenchError("a grid needs at least one reducer and one protocol")
+    from stbench.encoders._base import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        raise StbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    folders = tuple(dict.fromkeys(find_task_dir(t, root).name for t in task_names))
+    names = expand_all(encoders, registry.names())
     return GridSpec(
-        tasks=tuple(dict.fromkeys(find_task_dir(t, root).name for t in task_names)),
-        encoders=tuple(dict.fromkeys(registry.resolve(e) for e in expand_all(encoders, registry.names()))),
-        reducers=tuple(reducers), protocols=tuple(protocols), pcc=pcc,
+        tasks=folders,
+        encoders=tuple(dict.fromkeys(registry.resolve(e) if e in registry else _imported_name(e, folders, store) for e in names)),
+        reducers=tuple(reducers), protocols=tuple(protocols), pcc=pcc, precision=precision,
     )
+
+
+def _imported_name(name: str, tasks: Sequence[str], store: Path | None) -> str:
+    """An unregistered encoder name whose embeddings were imported into ``store`` for every task of the grid;
+    else the registry's unknown-name error (with suggestions), or the task that lacks them."""
+    from stbench.embeddings_import import free_encoder_name, imported_encoder_tasks
+    from stbench.encoders import encoders as registry
+
+    have = imported_encoder_tasks(store) if store is not None else {}
+    key = name.strip().lower().replace("_", "-")
+    if key not in have:
+        try:
+            registry.resolve(name)
+        except StbenchError as exc:
+            raise type(exc)(f"{exc} Embeddings computed elsewhere: import them under a name with `bench embeddings "
+                            "import`, then run that name.") from None
+    lacking = [t for t in tasks if t.lower() not in have[key]]
+    if lacking:
+        raise StbenchError(f"no imported embeddings of {key} for task {lacking[0]} in the store {store}; import them: "
+                           f"bench embeddings import --task {lacking[0]} --encoder {key} --from DIR")
+    return free_encoder_name(key)
 
 
 def weights_by_encoder(given: Sequence[str], encoders: Sequence[str],
                        from_file: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
     """encoder -> weights (a file or ``random[:SEED]``) from ``--weights [ENCODER=]VALUE`` over the grid file's
     [weights]; a bare VALUE needs a grid of one encoder. Names are checked against the grid's encoders."""
+    from stbench.embeddings_import import is_imported_weights
     from stbench.encoders import encoders as registry
     from stbench.encoders.weights import random_seed_of
 
+    def resolve(name: str) -> str:  # a free name (imported embeddings) is in the grid as it was given
+        return key if (key := name.strip().lower().replace("_", "-")) in encoders else registry.resolve(name.strip())
+
     out: dict[str, str] = {}
     # the file's entries for encoders that the command line left out of the grid are not used
-    in_file = [(n, v) for n, v in from_file if registry.resolve(n.strip()) in encoders]
+    in_file = [(n, v) for n, v in from_file if resolve(n) in encoders]
     for name, value in [*in_file, *(g.partition("=")[::2] if "=" in g else ("", g) for g in given)]:
         if not name:
             if len(encoders) != 1:
                 raise StbenchError(f"--weights {value}: say which encoder, e.g. --weights {encoders[0]}={value}; "
                                    f"the grid has {len(encoders)} encoders")
             name = encoders[0]
-        key, value = registry.resolve(name.strip()), value.strip()
+        key, value = resolve(name), value.strip()
         if key not in encoders:
             raise StbenchError(f"weights are given for {key}, which is not in the grid ({', '.join(encoders)})")
+        if is_imported_weights(value):  # embeddings imported into the store (stbench.embeddings_import)
+            out[key] = value
+            continue
+        if key not in registry:
+            raise StbenchError(f"weights for {key}: it has imported embeddings, not a model; use imported or "
+                               "imported:<fingerprint>, or no --weights")
         if random_seed_of(value) is None and not Path(value).expanduser().exists():
-            raise StbenchError(f"weights for {key}: {value} does not exist (a weight file, a folder, or random[:SEED])")
+            raise StbenchError(f"weights for {key}: {value} does not exist (a weight file, a folder, random[:SEED], "
+                               "or imported)")
         out[key] = value
     return out
 
@@ -430,7 +473,6 @@ def run_grid(
                             address=address, gpus_per_task=gpus_per_task, **run_kw)
     if executor != "local":
         raise StbenchError(f"--executor must be local or ray, not {executor!r}")
-    from stbench.encoders import get_encoder
     from stbench.extract import PipelineCache
     from stbench.runner import run_cells
 
@@ -443,13 +485,24 @@ def run_grid(
                 pipelines.release()
                 previous = block.encoder
             tracker.enter(block)
-            run_cells(block.task, get_encoder(block.encoder), block.reducers, block.protocols, store,
+            encoder = block_encoder(block.encoder, plan.spec.precision)
+            run_cells(block.task, encoder, block.reducers, block.protocols, store,
                       progress=progress, pipelines=pipelines, keep_going=keep_going, on_start=tracker.started,
                       on_cell=tracker.done, weights=(weights or {}).get(block.encoder), **run_kw)
     finally:
         pipelines.release()
         tracker.close()
     return tracker.outcomes
+
+
+def block_encoder(name: str, precision: str | None = None) -> Encoder | ImportedEmbeddings:
+    """The encoder a block runs: the registered one in ``precision`` (``--precision``; None: its default), or
+    the stand-in of embeddings imported under ``name`` (computed elsewhere, their precision is theirs)."""
+    from stbench.embeddings_import import encoder_for
+    from stbench.encoders import Encoder
+
+    encoder = encoder_for(name)
+    return encoder.with_precision(precision) if isinstance(encoder, Encoder) else encoder
 
 
 def protocol_label(protocol: Protocol, among: Sequence[Protocol]) -> str:
@@ -459,6 +512,8 @@ def protocol_label(protocol: Protocol, among: Sequence[Protocol]) -> str:
         d = {k: v for k, v in p.to_dict().items() if k not in ("version", "gene_list", "panel", "pcc")}
         if p.solver == ("exact" if p.alpha == "cv" else "lsqr"):
             del d["solver"]  # the default for its alpha: alpha says it
+        if p.dtype == ("float32" if p.solver == "lsqr" else "float64"):
+            del d["dtype"]  # the default for its solver
         if p.genes == "file":
             d["genes"] = p.panel or f"file({len(p.gene_list)})"
         return {k: str(v).lower() for k, v in d.items()}

@@ -1,8 +1,9 @@
 """Every setting that changes a number, in one frozen object, and its fingerprint.
 
 The defaults are the HEST-Benchmark protocol: the task's gene list, log1p of raw counts, ridge with
-``alpha = 100 / (n_features * n_genes)``, no intercept, scikit-learn's lsqr solver, Pearson per gene over
-the pooled test spots of each fold, seed 1. Each stored result carries `Protocol.fingerprint`; results
+``alpha = 100 / (n_features * n_genes)``, no intercept, scikit-learn's lsqr solver fitted in float32 (the
+dtype of the embeddings, as the reference fits), Pearson per gene over the pooled test spots of each fold,
+seed 1. Each stored result carries `Protocol.fingerprint`; results
 with different fingerprints are never averaged together.
 """
 
@@ -13,12 +14,13 @@ import json
 from dataclasses import asdict, dataclass, replace
 
 from stbench.errors import ProtocolError
-from stbench.regression import SOLVERS
+from stbench.regression import DTYPES, SOLVERS, default_dtype
 
 __all__ = ["PROTOCOL_VERSION", "Protocol", "GENE_RULES"]
 
 # Bump when a computation behind the same settings changes (and say why in CHANGELOG.md).
-PROTOCOL_VERSION = 1
+# 2: lsqr fits in float32 as HEST's reference does (was float64), field dtype (issue 13).
+PROTOCOL_VERSION = 2
 GENE_RULES = ("task", "train-hvg", "file")
 
 
@@ -32,6 +34,7 @@ class Protocol:
     n_genes: int = 50  # how many HVGs under "train-hvg"
     expression: str = "log1p"  # log1p of raw counts, no total-count normalisation (HEST)
     solver: str = "lsqr"  # "lsqr" (HEST reference, early-stopping) or "exact" (closed form)
+    dtype: str = "float32"  # what lsqr fits in: float32 (HEST: the embeddings' dtype) or float64; exact: float64
     alpha: str = "hest"  # "hest": 100/(n_features*n_genes); "cv": chosen inside the training fold; or a number
     intercept: bool = False
     pcc: str = "pooled"  # the headline PCC: over all test spots of a fold (HEST); per-sample PCC is stored too
@@ -48,8 +51,10 @@ class Protocol:
         alpha: str | float | None = None,
         intercept: bool = False,
         seed: int = 1,
+        dtype: str | None = None,
     ) -> Protocol:
-        """Validate command-line style options. ``--alpha cv`` implies the exact solver."""
+        """Validate command-line style options. ``--alpha cv`` implies the exact solver; ``dtype`` (``--ridge-dtype``)
+        defaults to float32 for lsqr and must be float64 for the exact solver."""
         alpha_s = "hest" if alpha is None else str(alpha).strip().lower()
         if alpha_s not in ("hest", "cv"):
             try:
@@ -65,13 +70,18 @@ class Protocol:
             raise ProtocolError(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
         if alpha_s == "cv" and solver != "exact":
             raise ProtocolError("--alpha cv needs --solver exact (every alpha comes from one decomposition)")
+        dtype = dtype or default_dtype(solver)
+        if dtype not in DTYPES:
+            raise ProtocolError(f"--ridge-dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        if solver == "exact" and dtype != "float64":
+            raise ProtocolError(f"--ridge-dtype {dtype} applies to --solver lsqr; the exact solver fits in float64")
         if genes not in GENE_RULES:
             raise ProtocolError(f"--genes must be one of task, train-hvg or a gene file, not {genes!r}")
         if genes == "file" and not gene_list:
             raise ProtocolError("a gene file was given but it lists no genes")
         if panel and genes != "file":
             raise ProtocolError(f"a gene panel ({panel}) needs genes='file', not {genes!r}")
-        return cls(genes=genes, gene_list=tuple(gene_list), panel=panel, solver=solver, alpha=alpha_s,
+        return cls(genes=genes, gene_list=tuple(gene_list), panel=panel, solver=solver, dtype=dtype, alpha=alpha_s,
                    intercept=intercept, seed=seed)
 
     def to_dict(self) -> dict:
@@ -102,7 +112,8 @@ class Protocol:
         )
         alpha = {"hest": "alpha=100/(features*genes)", "cv": "alpha by grouped CV"}.get(self.alpha, f"alpha={self.alpha}")
         icpt = ", intercept" if self.intercept else ""
-        return f"ridge[{self.solver}, {alpha}{icpt}] on {self.expression}; {genes}; PCC {self.pcc}; seed {self.seed}"
+        ridge = f"ridge[{self.solver} {self.dtype}, {alpha}{icpt}]"
+        return f"{ridge} on {self.expression}; {genes}; PCC {self.pcc}; seed {self.seed}"
 
     def with_seed(self, seed: int) -> Protocol:
         return replace(self, seed=seed)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from rich.progress import Progress
 
+    from stbench.embeddings_import import ImportedEmbeddings
     from stbench.encoders import Encoder
     from stbench.extract import PipelineCache
     from stbench.reducers import Reducer
@@ -261,8 +262,8 @@ def fit_fold(
     train = _train_fold(data, fold.train, seed=seed, task=task.name, encoder=encoder, fold=fold.index,
                         device=device, cache=cache, progress=progress)
     X_test, _, test_groups = _stack(data, fold.test)
-    reducer.fit(train)
-    Z_train, Z_test = reducer.transform(train.X), reducer.transform(X_test)
+    Z_train = reducer.fit_transform(train)  # PCA: scikit-learn's fit_transform scores, as HEST
+    Z_test = reducer.transform(X_test)
     return FittedFold(reducer, Z_train, Z_test, np.asarray(train.sample_ids), np.asarray(test_groups),
                       time.perf_counter() - start)
 
@@ -280,7 +281,8 @@ def predict_fold(fitted: FittedFold, protocol: Protocol, genes: list[str], data:
         if alpha in (CV_ALPHAS[0], CV_ALPHAS[-1]):
             log.warning("fold %d: cross-validated alpha %.3g is at the edge of the grid %.0e..%.0e",
                         fold.index, alpha, CV_ALPHAS[0], CV_ALPHAS[-1])
-    ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept)
+    ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept,
+                      dtype=protocol.dtype)
     Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
     # a cell's time is what it would cost alone: the (shared) reducer fit plus its own ridge
     return FoldPrediction(fitted.reducer, len(Z_train), Z_train.shape[1], float(alpha), Y_test, ridge.predict(Z_test),
@@ -366,9 +368,9 @@ def run_task(
     ``runs``, ``fold_results``, ``gene_results`` and ``sample_gene_results`` tables. The first failure is
     raised, its run row marked failed.
     """
-    from stbench.encoders import get_encoder
+    from stbench.embeddings_import import encoder_for
 
-    encoder = get_encoder(encoder_name)
+    encoder = encoder_for(encoder_name)  # a free name: embeddings imported under it
     reducers = prepare_reducers(task, encoder.name, reducer_choices)
     check_task(task, eval_genes(task, protocol))
     out = run_cells(task, encoder, reducers, [protocol], store, weights=weights, batch_size=batch_size, device=device,
@@ -410,7 +412,7 @@ def _run_row(task: Task, encoder: str, fingerprint: str, reducer: Reducer, proto
 
 def run_cells(
     task: Task,
-    encoder: Encoder,
+    encoder: Encoder | ImportedEmbeddings,
     reducers: Sequence[Reducer],
     protocols: Sequence[Protocol],
     store: Store,
@@ -435,6 +437,7 @@ def run_cells(
     as a `CellFailure` (its run row marked failed) and the others go on; otherwise the first failure is
     raised. ``on_start(reducer)`` is called before a reducer's cells, ``on_cell(outcome)`` after each cell.
     """
+    from stbench.embeddings_import import select_embeddings
     from stbench.extract import ensure_embeddings
 
     def report(outcome: RunResult | CellFailure) -> RunResult | CellFailure:
@@ -449,6 +452,7 @@ def run_cells(
                 for r in reducers for p in protocols]
 
     try:
+        encoder = select_embeddings(encoder, weights, store, task)  # imported embeddings: no model behind them
         fingerprint = encoder.fingerprint(weights)
     except Exception as exc:  # noqa: BLE001 - every cell fails with it
         return failed_all(exc)
@@ -621,13 +625,16 @@ def compute_fold(reducer: Reducer, runs: Sequence[tuple[dict, Protocol]], task: 
         return {}, {run["run_id"]: exc for run, _ in runs}
     records: dict[str, FoldRecord] = {}
     errors: dict[str, Exception] = {}
+    saved: list[Path | None] = []  # the fit's state, saved once and shared by every run of the group
     for run, protocol in runs:
         run_id = run["run_id"]
         try:
             genes = _fold_genes(protocol, task, data(), fold.train)
             out = _evaluate_fold(reducer, protocol, genes, data(), fold, task, run["encoder"], device=device,
                                  cache=cache, progress=progress, fitted=fitted)
-            model = reducer.save(model_path(run_id, fold.index))
+            if not saved:
+                saved.append(reducer.save(model_path(run_id, fold.index)))
+            model = saved[0]
             records[run_id] = FoldRecord(
                 fold=fold.index, n_train=out["n_train"], n_test=out["n_test"], n_features=out["n_features"],
                 alpha=out["alpha"], genes=genes, pcc=out["pcc"], mse=out["mse"],

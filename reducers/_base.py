@@ -78,6 +78,11 @@ class Reducer(ABC):
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Map embeddings (n, d) to features (n, k)."""
 
+    def fit_transform(self, train: TrainFold) -> np.ndarray:
+        """``fit``, then the training fold's features. A reducer whose fit yields them itself overrides this
+        (PCA: scikit-learn's ``fit_transform``, as HEST computes its training features)."""
+        return self.fit(train).transform(train.X)
+
     def resolve(self, *, task: str, encoder: str) -> None:  # noqa: B027 - optional hook
         """Fill defaults that depend on the task or encoder before the run's identity is computed."""
 

@@ -22,6 +22,13 @@ class PCAReducer(Reducer):
         n_components: int = 256  # HEST's latent size
 
     def fit(self, train: TrainFold) -> PCAReducer:
+        self.fit_transform(train)
+        return self
+
+    def fit_transform(self, train: TrainFold) -> np.ndarray:
+        """Fit, and the training features as HEST computes them (``Pipeline([StandardScaler, PCA]).fit_transform``):
+        the scores from the SVD itself, which differ from ``transform`` of the same rows by float32 rounding
+        (up to 1e-4 in a gene's PCC on HER2ST)."""
         from sklearn.decomposition import PCA
         from sklearn.preprocessing import StandardScaler
 
@@ -36,8 +43,8 @@ class PCAReducer(Reducer):
             k = cap
         self.n_components_ = k
         self.scaler_ = StandardScaler().fit(train.X)
-        self.pca_ = PCA(n_components=k, random_state=train.seed).fit(self.scaler_.transform(train.X))
-        return self
+        self.pca_ = PCA(n_components=k, random_state=train.seed)
+        return self.pca_.fit_transform(self.scaler_.transform(train.X)).astype(np.float32)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return self.pca_.transform(self.scaler_.transform(X)).astype(np.float32)

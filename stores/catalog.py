@@ -339,8 +339,11 @@ class Catalog:
             raise
         finally:
             released, self._created, self._released = self._released, [], []
-        for path in released:
-            path.unlink(missing_ok=True)
+        if released:  # a fit's model file can be shared by the runs of its group: keep what is still referred to
+            kept = {self._store_file(f) for row in self.con.execute(
+                "SELECT model_path, predictions_path FROM fold_results").fetchall() for f in row if f}
+            for path in set(released) - kept:
+                path.unlink(missing_ok=True)
 
     def _store_file(self, recorded: str | None) -> Path | None:
         if not recorded:
@@ -387,8 +390,6 @@ class Catalog:
             for rec in records:
                 self._insert_fold(run, rec)
             self.con.execute("UPDATE runs SET status='complete', error=NULL, finished_at=? WHERE run_id=?", [_now(), rid])
-            kept = {self._store_file(rec.model_path) for rec in records}
-            self._released = [p for p in self._released if p not in kept]
 
     def _insert_fold(self, run: dict, rec: FoldRecord) -> None:
         """Insert one fold's rows (inside the caller's transaction) and check them against each other."""

@@ -304,3 +304,7 @@ def _own_full(module: str, builder: str) -> Callable[[], torch.nn.Module]:
 for _name, _builder, _params in [("phikon", "build_phikon", 86e6), ("ctranspath", "build_ctranspath", 28e6),
                                  ("conch", "build_conch", 86e6)]:
     full_size(_name, params=_params)(_own_full(_name, _builder))
+
+# CHIEF's CTransPath: the same architecture and checkpoint layout, other weights
+reduced("ctranspath-chief", reference=swin_mean_of_tokens, provides="file")(write_ctranspath)
+full_size("ctranspath-chief", params=28e6)(_own_full("ctranspath", "build_ctranspath"))

@@ -298,3 +298,18 @@ def test_finished_since_compares_times(cat):
     cat.finish_run("r1")
     (done,) = cat.rows("SELECT finished_at FROM runs")[0]
     assert cat.finished_since("r1", done) and not cat.finished_since("r1", done + timedelta(seconds=1))
+
+
+def test_a_model_file_shared_by_two_runs_stays_until_neither_refers_to_it(cat, tmp_path):
+    shared = tmp_path / "models" / "r1" / "fold0-shared.pt"  # one fit serves the runs of its group
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(b"state")
+    for rid in ("r1", "r2"):
+        run = _run(rid, n_folds=1)
+        cat.start_run(run)
+        cat.write_fold(run, _fold(0, [0.1, 0.3], model_path="models/r1/fold0-shared.pt"))
+        cat.finish_run(rid)
+    cat.forget_run("r1")
+    assert shared.exists()  # r2 still refers to it
+    cat.replace_run(_run("r2", n_folds=1), [_fold(0, [0.2, 0.4])])
+    assert not shared.exists()

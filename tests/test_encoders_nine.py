@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from huggingface_hub.errors import GatedRepoError
 
-from stbench.encoders import encoders, get_encoder
+from stbench.encoders import compute_tag, encoders, get_encoder
 from stbench.encoders.weights import file_fingerprint
 from stbench.errors import WeightsError
 from stbench.extract import embed_batch
@@ -68,7 +68,16 @@ def patches(her2st_task_root: Path) -> np.ndarray:
 
 
 def _normalise(patches: np.ndarray, spec) -> torch.Tensor:  # noqa: ANN001
-    """The spec's preprocessing written out (224 px patches: no resize)."""
+    """The spec's preprocessing written out: 224 px patches as they are, or the model card's torchvision
+    Resize(resize_to, bicubic) + CenterCrop(input_size) of PIL images (GigaPath)."""
+    if spec.resize_to:
+        from PIL import Image
+        from torchvision import transforms
+
+        t = transforms.Compose([transforms.Resize(spec.resize_to, interpolation=transforms.InterpolationMode.BICUBIC),
+                                transforms.CenterCrop(spec.input_size), transforms.ToTensor(),
+                                transforms.Normalize(spec.mean, spec.std)])
+        return torch.stack([t(Image.fromarray(p)) for p in patches])
     assert patches.shape[1:3] == (spec.input_size, spec.input_size)
     x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
     return (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
@@ -91,7 +100,9 @@ def test_reduced_model_embeds_real_patches(name: str, reduced_repo, offline,  # 
     loaded = _load(name, reduced_repo, offline)
     spec = loaded.spec
     if REDUCED[name].provides == "hub":
-        assert loaded.fingerprint == f"hub:{spec.source.repo_id}@{COMMIT}" and loaded.origin.startswith("hub")
+        # the hub revision, and the precision / transform where they differ from stbench's earlier runs
+        assert loaded.fingerprint == f"hub:{spec.source.repo_id}@{COMMIT}{compute_tag(spec)}"
+        assert loaded.origin.startswith("hub")
     else:
         assert loaded.fingerprint.startswith("sha256:") and loaded.origin == "--weights"
     tensors = [*loaded.model.parameters(), *loaded.model.buffers()]

@@ -90,3 +90,80 @@ def test_pipeline_batch_sizes_and_results_do_not_depend_on_them(task):
         images = next(pf.iter_chunks(24))[1]
     np.testing.assert_allclose(default(images), fixed(images), rtol=1e-5, atol=1e-6)
     assert fixed(images).shape == (24, 8)
+
+
+# -- what the model is fed: the reference transforms (issue 13) ---------------------------------------------
+
+
+class _Recorder:
+    """Stands in for a model: records its input, returns zeros of the spec's embedding length."""
+
+    def __init__(self, dim):
+        self.dim, self.seen = dim, []
+
+    def __call__(self, x):
+        import torch
+
+        self.seen.append(x.clone())
+        return torch.zeros(len(x), self.dim)
+
+
+def _fed(name, images):
+    """The tensor the extraction pipeline hands encoder ``name``'s model for uint8 ``images``."""
+    import torch
+
+    from stbench.encoders import LoadedEncoder, get_encoder
+    from stbench.extract import Pipeline
+
+    spec = get_encoder(name).spec
+    model = _Recorder(spec.embed_dim)
+    Pipeline(LoadedEncoder(spec, model, "test"), "cpu", len(images), 3)(images)
+    return torch.cat(model.seen), spec
+
+
+def _reference(images, spec, size, crop):
+    """torchvision's transforms of PIL images, as HEST-Benchmark and the model cards run them."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    t = transforms.Compose([transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+                            transforms.CenterCrop(crop), transforms.ToTensor(),
+                            transforms.Normalize(mean=spec.mean, std=spec.std)])
+    return torch.stack([t(Image.fromarray(img)) for img in images])
+
+
+def _patches(task, n=5):
+    with PatchFile(task.samples["S1"].patches) as pf:
+        return next(pf.iter_chunks(n))[1]
+
+
+def test_gigapath_is_fed_its_cards_256_bicubic_resize_then_224_centre_crop(task):
+    images = _patches(task)
+    x, spec = _fed("gigapath", images)
+    expected = _reference(images, spec, 256, 224)
+    assert x.shape == expected.shape == (5, 3, 224, 224)
+    np.testing.assert_allclose(x.numpy(), expected.numpy(), rtol=0, atol=1e-5)
+
+
+def test_conch_is_fed_pil_bicubic_448_as_its_own_transform(task):
+    images = _patches(task)
+    x, spec = _fed("conch", images)
+    expected = _reference(images, spec, 448, 448)
+    assert x.shape == expected.shape == (5, 3, 448, 448)
+    np.testing.assert_allclose(x.numpy(), expected.numpy(), rtol=0, atol=1e-5)
+
+
+def test_encoders_without_a_reference_resample_keep_the_fast_path(task):
+    from stbench.encoders import LoadedEncoder, get_encoder
+    from stbench.extract import Pipeline
+
+    images = _patches(task)
+    for name in ("uni", "virchow", "hoptimus0", "resnet50", "efficientnet-lite0"):
+        spec = get_encoder(name).spec
+        pipeline = Pipeline(LoadedEncoder(spec, _Recorder(spec.embed_dim), "test"), "cpu", 5, 5)
+        assert pipeline.resample(images) is images  # no per-patch CPU work: resized (if at all) on the device
+    x, spec = _fed("uni", images)
+    mean, std = np.array(spec.mean)[:, None, None], np.array(spec.std)[:, None, None]
+    plain = (images.transpose(0, 3, 1, 2) / 255.0 - mean) / std
+    np.testing.assert_allclose(x.numpy(), plain, rtol=0, atol=1e-5)

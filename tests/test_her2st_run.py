@@ -63,14 +63,16 @@ def test_stored_per_gene_pcc_equals_an_independent_recomputation(her2st_run):
         features = {"identity": (X_tr, X_te), "pca": (pca.transform(scaler.transform(X_tr)), pca.transform(scaler.transform(X_te)))}
         for res in results:
             A, B = features[res.reducer]
-            # HEST's ridge: lsqr, no intercept, alpha = 100 / (features x genes); stbench fits it in float64 today
-            # (issue 13 moves it to HEST's float32)
+            assert A.dtype == B.dtype == Y_tr.dtype == np.float32  # what HEST hands scikit-learn
+            # HEST's ridge: lsqr, no intercept, alpha = 100 / (features x genes), fitted in the float32 it is given
             ridge = Ridge(alpha=100.0 / (A.shape[1] * Y_tr.shape[1]), solver="lsqr", fit_intercept=False, max_iter=1000)
-            expected = _pearson(Y_te, ridge.fit(A.astype(np.float64), Y_tr.astype(np.float64)).predict(B.astype(np.float64)))
+            expected = _pearson(Y_te, ridge.fit(A, Y_tr).predict(B))
             stored = genes.filter((genes["run_id"] == res.run_id) & (genes["fold"] == fold.index))
             by_gene = dict(zip(stored["gene"].to_list(), stored["pcc"].to_list()))
             got = np.array([by_gene[g] for g in task.genes])
-            np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"{res.reducer} fold {fold.index}")
+            # lsqr stops early on raw embeddings, where rounding moves the stop: a looser bound for identity
+            tol = {"pca": 1e-4, "identity": 1e-3}[res.reducer]
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tol, err_msg=f"{res.reducer} fold {fold.index}")
 
 
 def test_stored_summaries_are_what_the_rows_beneath_them_give(her2st_run):

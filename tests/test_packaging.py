@@ -44,7 +44,8 @@ def test_no_large_or_data_files_in_the_wheel(wheel):
     infos = zipfile.ZipFile(wheel).infolist()
     assert max(i.file_size for i in infos) < 200_000
     assert not [i.filename for i in infos if i.filename.endswith((".h5", ".h5ad", ".pth", ".jpg", ".gz", ".duckdb"))]
-    # besides modules, only the typing marker and the leaderboard's own stylesheet and script (plotly.js is
+    # besides modules, only the typing marker and the leaderboard's own stylesheet and scripts (plotly.js is
     # copied from the installed plotly at build time, never shipped)
     package_files = {i.filename for i in infos if i.filename.startswith("stbench/") and not i.filename.endswith(".py")}
-    assert package_files == {"stbench/py.typed", "stbench/leaderboard/assets/app.js", "stbench/leaderboard/assets/style.css"}
+    assert package_files == {"stbench/py.typed", "stbench/leaderboard/assets/app.js", "stbench/leaderboard/assets/slices.js",
+                             "stbench/leaderboard/assets/style.css"}

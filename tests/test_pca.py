@@ -101,3 +101,21 @@ def test_randomized_solver_uses_the_fold_seed():
     other_seed = PCA(n_components=5, random_state=8).fit(Z).transform(Z[:20])
     assert not np.allclose(np.abs(other_seed), np.abs(expected), atol=1e-2)  # precondition: the seed matters
     np.testing.assert_allclose(r.transform(X[:20]), expected, atol=1e-4)
+
+
+def test_training_features_are_hests_pipeline_fit_transform():
+    """HEST computes the training features with Pipeline([StandardScaler, PCA]).fit_transform (the SVD's own
+    scores), which are float32 rounding away from transform() of the same rows; issue 13."""
+    from sklearn.pipeline import Pipeline
+
+    rng = np.random.default_rng(5)
+    X_train = (rng.normal(size=(700, 600)) * np.geomspace(0.01, 30, 600)).astype(np.float32)  # randomized SVD
+    X_test = X_train[:50] + rng.normal(size=(50, 600)).astype(np.float32)
+    pipe = Pipeline([("scaler", StandardScaler()), ("PCA", PCA(n_components=64, random_state=1))])
+    expected_train = pipe.fit_transform(X_train)
+    r = create_reducer("pca", n_components=64)
+    got_train = r.fit_transform(_fold(X_train))
+    assert got_train.dtype == np.float32
+    np.testing.assert_array_equal(got_train, expected_train)
+    np.testing.assert_array_equal(r.transform(X_test), pipe.transform(X_test))
+    assert np.abs(r.transform(X_train) - got_train).max() > 0  # not the same computation as transform()

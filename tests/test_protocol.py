@@ -30,6 +30,7 @@ def test_fingerprint_is_stable_and_changes_with_every_setting():
     assert base.fingerprint == Protocol.from_options().fingerprint
     variants = [
         Protocol.from_options(solver="exact"),
+        Protocol.from_options(dtype="float64"),
         Protocol.from_options(alpha="cv"),
         Protocol.from_options(alpha=10),
         Protocol.from_options(intercept=True),
@@ -40,3 +41,20 @@ def test_fingerprint_is_stable_and_changes_with_every_setting():
     prints = {v.fingerprint for v in variants} | {base.fingerprint}
     assert len(prints) == len(variants) + 1
     assert "lsqr" in base.describe() and "100/(features*genes)" in base.describe()
+
+
+def test_lsqr_fits_in_float32_by_default_and_the_dtype_is_in_the_fingerprint():
+    """Issue 13: HEST's reference fits lsqr in the embeddings' float32; float64 is a separate protocol."""
+    from stbench.protocol import PROTOCOL_VERSION
+
+    base = Protocol.from_options()
+    assert base.dtype == "float32" and base.to_dict()["dtype"] == "float32" and PROTOCOL_VERSION >= 2
+    wide = Protocol.from_options(dtype="float64")
+    assert wide.dtype == "float64" and wide.fingerprint != base.fingerprint
+    assert "lsqr float32" in base.describe() and "lsqr float64" in wide.describe()
+    exact = Protocol.from_options(solver="exact")
+    assert exact.dtype == "float64" and Protocol.from_options(alpha="cv").dtype == "float64"
+    with pytest.raises(ProtocolError, match="--ridge-dtype float32 applies to --solver lsqr"):
+        Protocol.from_options(solver="exact", dtype="float32")
+    with pytest.raises(ProtocolError, match="--ridge-dtype must be one of float32, float64"):
+        Protocol.from_options(dtype="float16")

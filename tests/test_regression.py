@@ -91,10 +91,11 @@ def test_predict_is_float32_of_x_coef_plus_intercept():
 
 def test_default_solver_is_hests_lsqr_with_its_early_stop_and_1000_iteration_cap():
     X, Y = _ill_conditioned()
-    ref = Ridge(alpha=1e-8, solver="lsqr", fit_intercept=False, max_iter=1000).fit(X, Y)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)  # HEST hands scikit-learn float32 embeddings
+    ref = Ridge(alpha=1e-8, solver="lsqr", fit_intercept=False, max_iter=1000).fit(X32, Y32)
     assert ref.n_iter_.max() > 2 * X.shape[1]  # beyond lsqr's own default limit, so max_iter=1000 is in force
     fit = fit_ridge(X, Y, alpha=1e-8)
-    np.testing.assert_allclose(fit.coef, ref.coef_.T, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(fit.coef, ref.coef_.T)  # the same float32 computation
     assert np.all(fit.intercept == 0) and fit.intercept.shape == (2,)
     assert (fit.solver, fit.alpha) == ("lsqr", 1e-8)
     # the early stop is what HEST published: far from the exact ridge solution on this problem
@@ -102,16 +103,35 @@ def test_default_solver_is_hests_lsqr_with_its_early_stop_and_1000_iteration_cap
 
 
 @pytest.mark.parametrize("intercept", [False, True])
-def test_lsqr_fits_float32_input_in_float64(intercept):
-    X, Y = _problem(n=200, d=30, noise=1.0)
+def test_lsqr_fits_in_float32_as_hest_and_in_float64_on_request(intercept):
+    """HEST passes float32 embeddings and scikit-learn fits in X's dtype: the default fit is that float32 fit,
+    predictions included; float64 is an option. Where lsqr stops early the two stop in different places."""
+    X, Y = _ill_conditioned(n=240, d=120, seed=4)
     X32, Y32 = (X + 2.0).astype(np.float32), (Y + 5.0).astype(np.float32)
-    ref = Ridge(alpha=2.0, solver="lsqr", fit_intercept=intercept, max_iter=1000)
-    ref.fit(X32.astype(np.float64), Y32.astype(np.float64))
-    fit = fit_ridge(X32, Y32, alpha=2, solver="lsqr", intercept=intercept)
-    np.testing.assert_allclose(fit.coef, ref.coef_.T, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(fit.intercept, np.broadcast_to(ref.intercept_, (4,)), rtol=1e-10, atol=1e-12)
-    assert fit.coef.dtype == fit.intercept.dtype == np.float64
-    assert (fit.solver, fit.alpha) == ("lsqr", 2.0) and isinstance(fit.alpha, float)
+    ref32 = Ridge(alpha=1e-6, solver="lsqr", fit_intercept=intercept, max_iter=1000).fit(X32, Y32)
+    ref64 = Ridge(alpha=1e-6, solver="lsqr", fit_intercept=intercept, max_iter=1000)
+    ref64.fit(X32.astype(np.float64), Y32.astype(np.float64))
+
+    fit = fit_ridge(X32, Y32, alpha=1e-6, solver="lsqr", intercept=intercept)
+    assert fit.coef.dtype == fit.intercept.dtype == np.float32
+    np.testing.assert_array_equal(fit.coef, ref32.coef_.T)
+    np.testing.assert_array_equal(fit.intercept, np.broadcast_to(ref32.intercept_, (2,)))
+    np.testing.assert_allclose(fit.predict(X32), ref32.predict(X32), rtol=1e-6, atol=1e-6)
+
+    wide = fit_ridge(X32, Y32, alpha=1e-6, solver="lsqr", intercept=intercept, dtype="float64")
+    assert wide.coef.dtype == np.float64
+    np.testing.assert_allclose(wide.coef, ref64.coef_.T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wide.intercept, np.broadcast_to(ref64.intercept_, (2,)), rtol=1e-10, atol=1e-12)
+    assert np.abs(fit.predict(X32) - wide.predict(X32)).max() > 1e-3  # the dtype moves the early stop
+
+
+def test_ridge_dtype_is_checked_and_the_exact_solver_stays_float64():
+    X, Y = _problem(n=40, d=5, g=2)
+    assert fit_ridge(X, Y, alpha=1.0, solver="exact", device="cpu").coef.dtype == np.float64
+    with pytest.raises(ValueError, match="the exact solver in float64"):
+        fit_ridge(X, Y, alpha=1.0, solver="exact", device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="dtype 'float16'"):
+        fit_ridge(X, Y, alpha=1.0, dtype="float16")
 
 
 def test_unknown_solver_rejected():

@@ -60,7 +60,7 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from stbench.cli import booster, data, leaderboard, listing, run, store
+    from stbench.cli import booster, data, embeddings, leaderboard, listing, run, store
 
     cli.add_command(run.run)
     cli.add_command(run.results)
@@ -70,6 +70,7 @@ def _register_commands() -> None:
     cli.add_command(booster.ablate)
     cli.add_command(leaderboard.leaderboard_group)
     cli.add_command(store.store_group)
+    cli.add_command(embeddings.embeddings_group)
 
 
 _register_commands()

@@ -58,6 +58,7 @@ def leaderboard_group() -> None:
     Examples:
       bench leaderboard build                        # ./stbench-leaderboard/index.html, opens from disk
       bench leaderboard build --store /data/store --out site --no-embeddings
+      bench leaderboard layouts --store /data/store   # the embedding view's layouts into the store's cache
       bench leaderboard serve --port 8000            # http://127.0.0.1:8000/
     """
 
@@ -69,6 +70,27 @@ def leaderboard_group() -> None:
 def build_cmd(out, store, reducer, include_synthetic, embeddings, projection):  # noqa: ANN001, ANN201
     """Write the self-contained site (no CDN, no network) from the store's complete runs."""
     _build(out, store, reducer, include_synthetic, embeddings, projection)
+
+
+@leaderboard_group.command("layouts")
+@store_option
+@click.option("--include-synthetic", is_flag=True, help="Also the synthetic tasks (bench data demo).")
+@click.option("--projection", type=click.Choice(["umap", "tsne"]), default="umap", show_default=True,
+              help="2-D projection of the embedding view (scanpy).")
+def layouts_cmd(store, include_synthetic, projection):  # noqa: ANN001, ANN201
+    """Compute the embedding view's layouts into the store's cache (STORE/cache/layouts/), keeping those already
+    there; `build` reads them (and computes what is missing itself)."""
+    quiet_library_warnings()
+    from rich.markup import escape
+    from stbench.leaderboard.layouts import compute_layouts
+    from stbench.settings import store_root
+
+    root = store_root(store)
+    report = compute_layouts(root, include_synthetic=include_synthetic, method=projection)
+    console().print(f"{len(report.computed)} layouts computed, {len(report.reused)} already in "
+                    f"{escape(str(root / 'cache' / 'layouts'))}")
+    if report.unwritable:
+        console().print("[yellow]the store's cache could not be written (read-only?)[/]")
 
 
 @leaderboard_group.command("serve")

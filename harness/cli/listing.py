@@ -34,6 +34,15 @@ def _emit(rows: list[dict], as_json: bool, title: str, notes: list[str] = (), *,
         console().print(escape(note))
 
 
+def _input(spec) -> str:  # noqa: ANN001 - an EncoderSpec
+    """The model's input: its size, and how a patch gets there when it is resampled as the reference does."""
+    if spec.resample == "torch" and not spec.resize_to:
+        return str(spec.input_size)
+    size = spec.resize_to or spec.input_size
+    crop = f", crop {spec.input_size}" if size != spec.input_size else ""
+    return f"{spec.input_size} ({spec.resample} {spec.interpolation} {size}{crop})"
+
+
 @list_group.command("encoders")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_encoders_cmd(as_json: bool) -> None:
@@ -43,11 +52,15 @@ def list_encoders_cmd(as_json: bool) -> None:
     rows = []
     for enc in list_encoders():
         s = enc.spec
+        try:  # weights on this machine: what their embeddings are keyed by (no download, no network)
+            fingerprint = enc.local_fingerprint() or ""
+        except Exception as exc:  # noqa: BLE001 - a listing never fails on one encoder's files
+            fingerprint = f"unreadable ({exc})"
         rows.append({
-            "name": s.name, "aliases": ", ".join(s.aliases), "dim": s.embed_dim, "input": s.input_size,
+            "name": s.name, "aliases": ", ".join(s.aliases), "dim": s.embed_dim, "input": _input(s),
             "precision": s.precision, "gated": "yes" if s.gated else "no",
-            "weights here": enc.available() or "no", "weights": s.weights, "code": s.code, "licence": s.license,
-            "needs": s.requires or "", "origin": encoders.origin(s.name),
+            "weights here": enc.available() or "no", "fingerprint": fingerprint, "weights": s.weights, "code": s.code,
+            "licence": s.license, "needs": s.requires or "", "origin": encoders.origin(s.name),
         })
     notes = [f"plugin {f.name!r} ({f.target}) failed to load: {f.error}" for f in encoders.failures]
     hidden = ("aliases", "origin") + (() if any(r["needs"] for r in rows) else ("needs",))

@@ -222,6 +222,9 @@ def print_results(results, *, title: str = "Results", pcc: str = "pooled") -> No
     for fp, p in {r.protocol.fingerprint: r.protocol for r, _ in done}.items():
         label = protocol_label(p, variants) if len(variants) > 1 else ""
         out.print(f"[dim]protocol{' ' + escape(label) if label else ''}: {escape(p.describe())} · fingerprint {fp}[/]")
+    for enc, fp in dict.fromkeys((r.encoder, r.weights_fingerprint) for r, _ in done):
+        if fp.startswith("imported:"):  # which imported set (`bench embeddings import`) these rows come from
+            out.print(f"[dim]{escape(enc)} (imported): embeddings {escape(fp)}[/]")
     several = len({(r.task, r.encoder) for r, _ in done}) > 1
     for r, label in done:
         name = " · ".join([*([r.task, r.encoder_label] if several else []), _reducer_text(r)]) + (f" [{label}]" if label else "")
@@ -286,11 +289,12 @@ def _protocol_options(*, grid: bool) -> Callable:
 protocol_options = _protocol_options(grid=False)
 
 execution_options = _options(
-    click.option("--weights", multiple=True, metavar="[ENCODER=]PATH|random[:SEED]",
+    click.option("--weights", multiple=True, metavar="[ENCODER=]PATH|random[:SEED]|imported",
                  help="The encoder's weight file (or a folder with config.json), instead of the configured, packaged "
                       "or hub weights; random[:SEED] builds the architecture with random weights (a control, shown "
-                      "as 'random weights'). In a grid of several encoders say which: --weights resnet50=random. "
-                      "Repeatable."),
+                      "as 'random weights'); imported[:FINGERPRINT] uses embeddings brought in with `bench "
+                      "embeddings import` (shown as 'imported'). In a grid of several encoders say which: --weights "
+                      "resnet50=random. Repeatable."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Patches per forward pass and per read. [default: 16 per forward and 128 per read on CPU; "
                       "on a GPU the largest power of two up to 512 that fits in memory]"),
@@ -413,9 +417,17 @@ value; --reducer picks among the file's reducer variants; --reducer-opt and --ge
 @click.option("--gpus-per-task", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="With --executor ray on GPUs: the GPU share each extraction or BP-Booster fit declares (0.5: two "
                    "per GPU).")
+@click.option("--threads", type=int, default=None, envvar="STBENCH_THREADS", show_envvar=True, metavar="N",
+              help="Threads for torch and BLAS. [default: the CPUs this process may use (affinity and cgroup quota)]")
+@click.option("--ridge-dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="What the lsqr ridge fits in: float32 = HEST's reference (default; its embeddings are float32), "
+                   "or float64. The exact solver fits in float64.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Autocast precision of every encoder on CUDA, instead of each one's HEST-Benchmark default (see "
+                   "`bench list encoders`); embeddings are keyed by it.")
 def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_config, gene_sets, genes, solver, alpha,  # noqa: ANN001, ANN201, PLR0913
         intercept, seed, pcc, weights, batch_size, compile_, device, force, progress, data_root, store, executor, address,
-        gpus_per_task):
+        gpus_per_task, threads, ridge_dtype, precision):
     """Benchmark encoders x reducers on tasks under the HEST protocol and store every number.
 
     Embeddings are computed once per (task, encoder weights, sample) and reused; results already in the
@@ -451,20 +463,29 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
         _split_genes(genes) if _given("genes") else list(spec_file.genes or ["task"]),
         _seeds(seed) if _given("seed") else list(spec_file.seed or [1]),
         solver=solver if solver is not None else spec_file.solver,
-        intercept=intercept if _given("intercept") else bool(spec_file.intercept),
+        intercept=intercept if _given("intercept") else bool(spec_file.intercept), dtype=ridge_dtype,
     )
     pcc = pcc if _given("pcc") else spec_file.pcc or "pooled"
+    from click.core import ParameterSource
+
+    from stbench.threads import THREADS_ENV, resolve_threads, use_threads
+
+    from_env = click.get_current_context().get_parameter_source("threads") == ParameterSource.ENVIRONMENT
+    n_threads, why = resolve_threads(threads, source=THREADS_ENV if from_env else "--threads")
     root = _data_root(task_names, data_root)
-    spec = make_spec(task_names, encoder_list, choices, protocols, root, pcc=pcc)
+    spec = make_spec(task_names, encoder_list, choices, protocols, root, pcc=pcc, store=store_root(store),
+                     precision=precision)
     weights_map = weights_by_encoder(weights, spec.encoders, spec_file.weights or ())
     plan = plan_grid(spec, root)
     def on_cell(bar, outcome) -> None:  # noqa: ANN001
         if plan.n_cells > 1:
             bar.console.print(_cell_line(outcome, spec.protocols), soft_wrap=True)
 
-    outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights_map,
-                         batch_size=batch_size, device=device, compile=compile_, force=force, executor=executor,
-                         address=address, gpus_per_task=gpus_per_task)
+    console().print(f"[dim]threads: {n_threads} ({why})[/]")  # a header line: the run's log records it
+    with use_threads(n_threads):
+        outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights_map,
+                             batch_size=batch_size, device=device, compile=compile_, force=force, executor=executor,
+                             address=address, gpus_per_task=gpus_per_task)
     print_results(outcomes, pcc=pcc)
     console().print(f"[dim]store: {store_root(store)}[/]")
     failed = [o for o in outcomes if o.status == "failed"]
