@@ -33,7 +33,8 @@ DETECTED = ("killed", "timeout", "caught by type check", "segfault")
 
 
 def _sync(src: Path, dst: Path) -> None:
-    """Copy ``src`` over ``dst`` keeping unchanged files' mtimes (mutmut re-mutates only what changed)."""
+    """Copy ``src`` over ``dst``, leaving unchanged files alone; a changed file gets a new mtime, which is how
+    mutmut knows to mutate it again (keeping the source's older mtime would make it reuse stale mutants)."""
     for path in src.rglob("*"):
         if "__pycache__" in path.parts or path.suffix in (".pyc", ".egg-info"):
             continue
@@ -42,7 +43,7 @@ def _sync(src: Path, dst: Path) -> None:
             target.mkdir(parents=True, exist_ok=True)
         elif not target.exists() or target.read_bytes() != path.read_bytes():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            shutil.copyfile(path, target)
 
 
 def stage(root: Path) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stbench.errors import DataError, FetchError, ProtocolError
+from stbench.tempfiles import clean_stale, temp_path
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -57,6 +57,7 @@ HALLMARK_URL = (
 HALLMARK_URL_ENV = "STBENCH_HALLMARK_URL"
 _OFFLINE_ENVS = ("STBENCH_OFFLINE", "HF_HUB_OFFLINE")
 _LOCAL_HINT = "pass --gene-sets PATH to a local GMT file (e.g. MSigDB h.all.*.symbols.gmt)"
+_TIMEOUT_S = 30  # a server silent this long fails the download instead of hanging the run
 _SAMPLE_KEY = "sample_id"
 _MIN_SPOTS = 3  # a gene seen in fewer spots carries no usable variance or spatial pattern
 
@@ -104,7 +105,8 @@ def resolve_gene_sets(spec: str, *, cache_dir: Path | None = None) -> Path:
     """The GMT file for ``spec``: ``"hallmark"`` (cached download of MSigDB Hallmark) or a local path.
 
     The download goes to a temporary file in ``cache_dir`` that replaces the cached name only once it
-    parses as GMT, so a failed or partial download never leaves a file a later run would trust.
+    parses as GMT, so a failed or partial download never leaves a file a later run would trust. The
+    temporary name is a `stbench.tempfiles` one: what a killed download left is removed by the next.
     """
     if spec.strip().lower() != "hallmark":
         path = Path(spec).expanduser()
@@ -133,11 +135,11 @@ def resolve_gene_sets(spec: str, *, cache_dir: Path | None = None) -> Path:
     except ValueError as exc:  # not a URL at all
         raise FetchError(f"{failed} ({exc}); {_LOCAL_HINT}") from exc
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    clean_stale(target.parent)  # what a killed download left
+    tmp = temp_path(target)
     try:
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=30) as response:
+            with open(tmp, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
         except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError/timeouts are OSErrors
@@ -405,9 +407,9 @@ def match_pathways(
 def program_profiles(G_svg: np.ndarray, membership: np.ndarray, *, standardize: bool = True) -> np.ndarray:
     """Initial prototype profiles (J, K_S): p_j = sum_n w_j[n] G[n], w_j = sigmoid(A[:, j]) / sum, A = G B.
 
-    ``standardize`` (the spec's DECISION) first z-scores each gene over the N training spots (std 0 -> 1),
-    so A is centred and the sigmoid tells spots where a program is high from spots where it is low; the
-    literal version on log1p values saturates the sigmoid and gives near-uniform weights.
+    ``standardize`` (the spec's DECISION) first z-scores each gene over the N training spots (a constant
+    gene -> 0), so A is centred and the sigmoid tells spots where a program is high from spots where it is
+    low; the literal version on log1p values saturates the sigmoid and gives near-uniform weights.
     """
     from scipy.special import expit
 
@@ -416,8 +418,10 @@ def program_profiles(G_svg: np.ndarray, membership: np.ndarray, *, standardize: 
     if G.ndim != 2 or B.ndim != 2 or G.shape[1] != B.shape[0]:
         raise ValueError(f"G_svg (N, K_S) and membership (K_S, J) do not match: {G.shape} and {B.shape}")
     if standardize:
-        std = G.std(axis=0)
-        G = (G - G.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        # Constant genes by their range: the std of a constant float64 column can come out ~1e-17, not 0
+        # (its mean is not exact), which would scale rounding noise up to +-1.
+        varies = np.ptp(G, axis=0) > 0
+        G = np.where(varies, (G - G.mean(axis=0)) / np.where(varies, G.std(axis=0), 1.0), 0.0)
     S = expit(G @ B)  # (N, J), stable for large |A|
     W = S / S.sum(axis=0, keepdims=True)
     return (W.T @ G).astype(np.float32)
