@@ -215,7 +215,7 @@ def cells(spec: GridSpec) -> list[Cell]:
 
 
 def protocol_variants(alphas: Sequence[str], genes: Sequence[str], seeds: Sequence[int], *, solver: str | None = None,
-                      intercept: bool = False, dtype: str | None = None) -> list[Protocol]:
+                      intercept: bool | None = None, dtype: str | None = None) -> list[Protocol]:
     """One protocol per (seed, genes, alpha), validated, duplicates dropped. ``genes``: task, train-hvg, a
     built-in panel name (pam50) or a gene file."""
     from stbench.expression import read_gene_file

@@ -49,12 +49,14 @@ class Protocol:
         panel: str = "",
         solver: str | None = None,
         alpha: str | float | None = None,
-        intercept: bool = False,
+        intercept: bool | None = None,
         seed: int = 1,
         dtype: str | None = None,
     ) -> Protocol:
-        """Validate command-line style options. ``--alpha cv`` implies the exact solver; ``dtype`` (``--ridge-dtype``)
-        defaults to float32 for lsqr and must be float64 for the exact solver."""
+        """Validate command-line style options. ``--alpha cv`` implies the exact solver and, unless ``intercept``
+        says otherwise, an intercept: a large cross-validated alpha without one shrinks every prediction towards
+        zero rather than towards the gene's mean. ``dtype`` (``--ridge-dtype``) defaults to float32 for lsqr and
+        must be float64 for the exact solver."""
         alpha_s = "hest" if alpha is None else str(alpha).strip().lower()
         if alpha_s not in ("hest", "cv"):
             try:
@@ -81,8 +83,10 @@ class Protocol:
             raise ProtocolError("a gene file was given but it lists no genes")
         if panel and genes != "file":
             raise ProtocolError(f"a gene panel ({panel}) needs genes='file', not {genes!r}")
+        if intercept is None:
+            intercept = alpha_s == "cv"
         return cls(genes=genes, gene_list=tuple(gene_list), panel=panel, solver=solver, dtype=dtype, alpha=alpha_s,
-                   intercept=intercept, seed=seed)
+                   intercept=bool(intercept), seed=seed)
 
     def to_dict(self) -> dict:
         d = {"version": PROTOCOL_VERSION, **asdict(self), "gene_list": list(self.gene_list)}
@@ -110,7 +114,8 @@ class Protocol:
         genes = {"task": "task genes (var_50genes.json)", "train-hvg": f"top-{self.n_genes} train-fold HVGs"}.get(
             self.genes, f"{len(self.gene_list)} {self.panel.upper()} genes" if self.panel else f"{len(self.gene_list)} genes from file"
         )
-        alpha = {"hest": "alpha=100/(features*genes)", "cv": "alpha by grouped CV"}.get(self.alpha, f"alpha={self.alpha}")
+        alpha = {"hest": "alpha=100/(features*genes)", "cv": "alpha by grouped CV (lowest held-out MSE)"}.get(
+            self.alpha, f"alpha={self.alpha}")
         icpt = ", intercept" if self.intercept else ""
         ridge = f"ridge[{self.solver} {self.dtype}, {alpha}{icpt}]"
         return f"{ridge} on {self.expression}; {genes}; PCC {self.pcc}; seed {self.seed}"

@@ -251,6 +251,7 @@ class FoldPrediction:
     pred: np.ndarray
     test_groups: np.ndarray
     seconds: float
+    train_mean: np.ndarray | None = None  # each gene's mean over the training spots: the baseline prediction
 
 
 def fit_fold(
@@ -286,7 +287,8 @@ def predict_fold(fitted: FittedFold, protocol: Protocol, genes: list[str], data:
     Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
     # a cell's time is what it would cost alone: the (shared) reducer fit plus its own ridge
     return FoldPrediction(fitted.reducer, len(Z_train), Z_train.shape[1], float(alpha), Y_test, ridge.predict(Z_test),
-                          fitted.test_groups, fitted.seconds + time.perf_counter() - start)
+                          fitted.test_groups, fitted.seconds + time.perf_counter() - start,
+                          Y_train.astype(np.float64).mean(axis=0))
 
 
 def fit_predict_fold(
@@ -319,9 +321,11 @@ def _evaluate_fold(
         per_sample[sid] = (metrics.pearson_per_gene(Y_test[m], pred[m]), metrics.mse_per_gene(Y_test[m], pred[m]), int(m.sum()))
     _, coords, _ = _stack(data, fold.test)
     barcodes = [b for s in fold.test for b in data[s].counts.obs_names]
+    # MSE of predicting each gene's training mean: what a model must beat for its MSE to mean anything
+    baseline = None if fp.train_mean is None else metrics.mse_per_gene(Y_test, np.broadcast_to(fp.train_mean, Y_test.shape))
     return {
         "n_train": fp.n_train, "n_test": len(Y_test), "n_features": fp.n_features, "alpha": fp.alpha,
-        "pcc": pcc, "mse": mse, "per_sample": per_sample, "seconds": fp.seconds,
+        "pcc": pcc, "mse": mse, "mse_baseline": baseline, "per_sample": per_sample, "seconds": fp.seconds,
         "predictions": {"sample_id": fp.test_groups, "barcode": barcodes, "coords": coords, "y_true": Y_test, "y_pred": pred},
     }
 
@@ -641,7 +645,7 @@ def compute_fold(reducer: Reducer, runs: Sequence[tuple[dict, Protocol]], task: 
                 summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
                 train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
                 reducer_report=report or None, model_path=None if model is None else str(model),
-                predictions=out["predictions"],
+                predictions=out["predictions"], mse_baseline=out["mse_baseline"],
             )
         except Exception as exc:  # noqa: BLE001 - recorded on this run; the others go on
             log.debug("%s %s fold %d: failed", task.name, run_id, fold.index, exc_info=True)

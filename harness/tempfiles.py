@@ -6,8 +6,8 @@ under a hidden name next to the target, which carries the writer's identity::
     .<target>.<kind>-<host>-<pid>-<start>-<random>
 
 ``kind`` is ``tmp`` (being written) or ``old`` (the previous version, moved aside during a swap); ``start`` is
-the writer's process start time (whole seconds), so a reused PID is not mistaken for the writer. A killed
-writer leaves such a name behind: listings skip hidden names, and the next writer in that folder calls
+the writer's process start (clock ticks since boot on Linux, else whole seconds), so a reused PID is not
+mistaken for the writer. A killed writer leaves such a name behind: listings skip hidden names, and the next writer in that folder calls
 `clean_stale`, which removes the debris whose writer is gone:
 
 - same host: the PID is not running, or runs a process that started at another time;
@@ -64,7 +64,18 @@ def _start_time(pid: int) -> int | None:
 
 
 def _process_start(pid: int) -> int | None:
-    """Start time of a running process, None if none runs under ``pid``; -1 where it cannot be told."""
+    """Start time of a running process, None if none runs under ``pid``; -1 where it cannot be told.
+
+    On Linux: clock ticks since boot from /proc/<pid>/stat, which never change for a process (a wall-clock start
+    time is derived from the boot time, which moves when a virtual machine's clock is adjusted)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()  # after "(comm)", which may hold spaces
+        return None if fields[0] == b"Z" else int(fields[19])  # state; starttime is field 22 of the line
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError, ValueError):
+        pass  # not Linux: ask psutil
     try:
         import psutil
     except ImportError:  # a dependency, but a missing one only weakens the check to the age rule

@@ -106,6 +106,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE fold_results ADD COLUMN predictions_path TEXT;
         """,
     ),
+    (
+        "m005_mse_baseline",
+        # the MSE of predicting each gene's training mean, beside the model's MSE (issue 13)
+        """
+        ALTER TABLE fold_results ADD COLUMN mse_baseline DOUBLE;
+        ALTER TABLE gene_results ADD COLUMN mse_baseline DOUBLE;
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PREDICTIONS_DIR = "predictions"  # under the store root
@@ -135,6 +143,7 @@ class FoldRecord:
     reducer_report: dict[str, Any] | None = None
     model_path: str | None = None
     predictions: dict[str, Any] | None = None  # sample_id, barcode (n,), coords (n, 2), y_true, y_pred (n, genes)
+    mse_baseline: Sequence[float] | None = None  # per gene: MSE of predicting the training mean
 
 
 def _reads(fn: Callable[..., T]) -> Callable[..., T]:
@@ -395,10 +404,11 @@ class Catalog:
         """Insert one fold's rows (inside the caller's transaction) and check them against each other."""
         s = rec.summary
         rid = run["run_id"]
+        base = [None] * len(rec.genes) if rec.mse_baseline is None else [float(b) for b in rec.mse_baseline]
         gene_rows = [
             (rid, run["task"], run["encoder"], run["reducer"], run["reducer_options"], rec.fold, g, float(p), float(m),
-             rec.n_train, rec.n_test, rec.alpha, run["seed"], run["protocol_fingerprint"])
-            for g, p, m in zip(rec.genes, rec.pcc, rec.mse)
+             rec.n_train, rec.n_test, rec.alpha, run["seed"], run["protocol_fingerprint"], b)
+            for g, p, m, b in zip(rec.genes, rec.pcc, rec.mse, base)
         ]
         sample_rows = [
             (rid, rec.fold, sid, g, float(p), float(m), n)
@@ -415,12 +425,16 @@ class Catalog:
             "reducer_report": json.dumps(rec.reducer_report) if rec.reducer_report else None,
             "model_path": rec.model_path,
             "predictions_path": None if rec.predictions is None else self._write_predictions(rid, rec),
+            "mse_baseline": None if rec.mse_baseline is None else sum(map(float, rec.mse_baseline)) / len(rec.genes),
         }
         self.con.execute(
             f"INSERT OR REPLACE INTO fold_results ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
             list(values.values()),
         )
-        self.con.executemany("INSERT OR REPLACE INTO gene_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
+        self.con.executemany(
+            "INSERT OR REPLACE INTO gene_results (run_id, task, encoder, reducer, reducer_options, fold, gene, pcc, mse, "
+            "n_train, n_test, alpha, seed, protocol_fingerprint, mse_baseline) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
         if sample_rows:
             self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
         problems = self.inconsistencies(run_ids=[rid], fold=rec.fold, runs=False)
@@ -552,7 +566,8 @@ class Catalog:
             SELECT r.run_id, r.task, r.synthetic, r.encoder, r.weights_fingerprint, r.reducer, r.reducer_options,
                    r.solver, r.alpha_rule, r.gene_rule, r.seed, r.protocol_fingerprint, r.status,
                    count(f.fold) AS folds, avg(f.pcc_mean) AS pcc_mean, stddev_pop(f.pcc_mean) AS pcc_std,
-                   avg(f.mse_mean) AS mse_mean, sum(f.n_nan) AS n_nan, avg(f.alpha) AS alpha_mean,
+                   avg(f.mse_mean) AS mse_mean, avg(f.mse_baseline) AS mse_baseline, sum(f.n_nan) AS n_nan,
+                   avg(f.alpha) AS alpha_mean,
                    r.stbench_version, r.finished_at
             FROM runs r LEFT JOIN fold_results f USING (run_id)
             WHERE {' AND '.join(where)}
@@ -578,7 +593,7 @@ class Catalog:
         cond = " AND ".join(where)
         folds = self._frame(f"SELECT * FROM fold_results WHERE {cond} ORDER BY run_id, fold", params).to_dicts()  # noqa: S608
         genes: dict[tuple[str, int], list[dict]] = {}
-        for g in self._frame(f"SELECT run_id, fold, gene, pcc, mse, n_train, n_test, alpha FROM gene_results "  # noqa: S608
+        for g in self._frame(f"SELECT run_id, fold, gene, pcc, mse, mse_baseline, n_train, n_test, alpha FROM gene_results "  # noqa: S608
                              f"WHERE {cond}", params).iter_rows(named=True):
             genes.setdefault((g["run_id"], g["fold"]), []).append(g)
         problems = [p for f in folds for p in fold_problems(f, genes.pop((f["run_id"], f["fold"]), []))]

@@ -62,6 +62,10 @@ def fold_problems(fold: Mapping[str, Any], genes: Sequence[Mapping[str, Any]]) -
             expected[f"pcc{k}"] = float(best[:k].sum() / k) if len(best) >= k else float("nan")
         elif fold.get(f"pcc{k}") is not None and not math.isnan(fold[f"pcc{k}"]):
             out.append(f"{where}: pcc{k} stored for a fold of {len(pcc)} genes")
+    base = [g.get("mse_baseline") for g in genes]
+    if fold.get("mse_baseline") is not None or any(b is not None for b in base):  # recorded since schema m005
+        b = _pccs(base)
+        expected["mse_baseline"] = float(b.sum() / len(b)) if len(b) else float("nan")
     for col, value in expected.items():
         if not _close(fold.get(col), value):
             out.append(f"{where}: {col} {fold.get(col)!r} but its gene rows give {value!r}")
@@ -87,6 +91,9 @@ def run_problems(run: Mapping[str, Any], folds: Sequence[Mapping[str, Any]]) -> 
     mean = float(v.sum() / len(v))
     expected = {"pcc_mean": mean, "pcc_std": float(np.sqrt(((v - mean) ** 2).sum() / len(v))),
                 "mse_mean": float(mse.sum() / len(mse)), "n_nan": float(sum(f["n_nan"] for f in folds))}
+    base = [f.get("mse_baseline") for f in folds if f.get("mse_baseline") is not None]
+    if base:  # folds written before schema m005 have none; the summary averages those that do
+        expected["mse_baseline"] = float(sum(base) / len(base))
     for col, value in expected.items():
         if col in run and not _close(run[col], value):
             out.append(f"{where}: summary {col} {run[col]!r} but its fold rows give {value!r}")

@@ -54,7 +54,8 @@ def test_temp_names_carry_their_writer_and_are_recognised():
     tag = parse_temp_name(path.name)
     assert path.parent == Path("store") and path.name.startswith(".S0.h5.tmp-") and path.suffix != ".h5"
     assert (tag.target, tag.kind, tag.pid) == ("S0.h5", "tmp", os.getpid())
-    assert tag.start == int(psutil.Process().create_time())
+    with open(f"/proc/{os.getpid()}/stat") as fh:  # the start in clock ticks since boot (Linux), read here
+        assert tag.start == int(fh.read().rsplit(")", 1)[1].split()[19])
     assert temp_path(Path("S0.h5")) != temp_path(Path("S0.h5"))
     assert parse_temp_name(temp_path(Path("site"), "old").name).kind == "old"
     for legacy in (".S0.h5.1a2b3c4d.tmp", ".HER2ST.tmp-1a2b3c4d", ".HER2ST.old-1a2b3c4d", ".LUNG.fetch-1a2b3c4d"):
@@ -63,18 +64,23 @@ def test_temp_names_carry_their_writer_and_are_recognised():
         assert not is_temp_name(other), other
 
 
+def _start_ticks(pid):
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[19])
+
+
 def test_stale_means_the_writer_is_gone(tmp_path):
     me = parse_temp_name(temp_path(tmp_path / "x").name)
     parent = psutil.Process(os.getppid())  # alive for the whole test
     alive = [
         _named(tmp_path, "mine", pid=me.pid, start=me.start),
-        _named(tmp_path, "parent", pid=parent.pid, start=int(parent.create_time())),
+        _named(tmp_path, "parent", pid=parent.pid, start=_start_ticks(parent.pid)),
         _named(tmp_path, "elsewhere", pid=1, start=0, host="another-host"),  # may still run there
         _named(tmp_path, "LEGACY", pid=0, start=0).rename(tmp_path / ".LEGACY.tmp-1a2b3c4d"),  # no identity, young
     ]
     gone = [
         _named(tmp_path, "dead", pid=_dead_pid(), start=me.start),
-        _named(tmp_path, "reused", pid=parent.pid, start=int(parent.create_time()) - 100),  # same PID, other process
+        _named(tmp_path, "reused", pid=parent.pid, start=_start_ticks(parent.pid) - 100),  # same PID, other process
         _named(tmp_path, "long-ago", pid=1, start=0, host="another-host"),
         tmp_path / ".S0.h5.1a2b3c4d.tmp",
     ]

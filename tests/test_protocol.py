@@ -58,3 +58,12 @@ def test_lsqr_fits_in_float32_by_default_and_the_dtype_is_in_the_fingerprint():
         Protocol.from_options(solver="exact", dtype="float32")
     with pytest.raises(ProtocolError, match="--ridge-dtype must be one of float32, float64"):
         Protocol.from_options(dtype="float16")
+
+
+def test_cv_fits_an_intercept_unless_told_not_to_and_hest_does_not():
+    assert Protocol.from_options(alpha="cv").intercept is True
+    assert Protocol.from_options(alpha="cv", intercept=False).intercept is False
+    assert Protocol.from_options().intercept is False and Protocol.from_options(alpha="0.5").intercept is False
+    assert Protocol.from_options(intercept=True).intercept is True
+    assert "lowest held-out MSE" in Protocol.from_options(alpha="cv").describe()
+    assert Protocol.from_options(alpha="cv").fingerprint != Protocol.from_options(alpha="cv", intercept=False).fingerprint

@@ -279,3 +279,23 @@ def test_after_a_real_run_every_stored_summary_is_what_the_rows_beneath_it_give(
             v = np.array([f[4] for f in folds if f[0] == s["run_id"]])
             assert s["folds"] == 3 and s["pcc_mean"] == pytest.approx(v.mean(), rel=1e-12)
             assert s["pcc_std"] == pytest.approx(v.std(ddof=0), rel=1e-12)
+
+
+def test_the_mse_of_predicting_the_training_mean_is_stored_beside_the_mse(root, tmp_path):
+    (res,) = _run(root, tmp_path / "s", reducers_=("identity",))
+    task = open_task("tiny", root)
+    with Store(tmp_path / "s") as st:
+        genes = st.catalog.gene_table(run_ids=[res.run_id]).to_pandas()
+        summary = st.catalog.summary().row(0, named=True)
+    fold_baselines = []
+    for fold in task.folds:  # computed here from the count files: log1p, training means, test MSE
+        def log1p(ids):
+            mats = [ad.read_h5ad(task.samples[s].adata)[:, task.genes].X for s in ids]
+            return np.log1p(np.concatenate([m.toarray() if hasattr(m, "toarray") else m for m in mats]).astype(np.float64))
+
+        train, test = log1p(fold.train), log1p(fold.test)
+        expected = ((test - train.mean(axis=0)) ** 2).mean(axis=0)
+        g = genes[genes.fold == fold.index].set_index("gene").loc[task.genes]
+        np.testing.assert_allclose(g.mse_baseline.to_numpy(), expected, rtol=1e-5)
+        fold_baselines.append(expected.mean())
+    assert summary["mse_baseline"] == pytest.approx(np.mean(fold_baselines), rel=1e-5)

@@ -280,7 +280,8 @@ def _protocol_options(*, grid: bool) -> Callable:
         click.option("--alpha", default=None, metavar="hest|cv|FLOAT",
                      help="Ridge penalty: hest = 100/(n_features*n_genes) (default); cv = chosen by cross-validation "
                           "inside the training fold, grouped by sample; or a number." + many),
-        click.option("--intercept/--no-intercept", default=False, show_default=True, help="Fit a ridge intercept (HEST: no)."),
+        click.option("--intercept/--no-intercept", default=None,
+                     help="Fit a ridge intercept. [default: no under the HEST alpha, as HEST; yes with --alpha cv]"),
         click.option("--seed", default="1" if grid else 1, show_default=True, metavar="INT",
                      help="Seed for PCA and any stochastic reducer (HEST: 1)." + many),
     )
@@ -463,7 +464,7 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
         _split_genes(genes) if _given("genes") else list(spec_file.genes or ["task"]),
         _seeds(seed) if _given("seed") else list(spec_file.seed or [1]),
         solver=solver if solver is not None else spec_file.solver,
-        intercept=intercept if _given("intercept") else bool(spec_file.intercept), dtype=ridge_dtype,
+        intercept=intercept if _given("intercept") else spec_file.intercept, dtype=ridge_dtype,
     )
     pcc = pcc if _given("pcc") else spec_file.pcc or "pooled"
     from click.core import ParameterSource
