@@ -510,10 +510,12 @@ def protocol_label(protocol: Protocol, among: Sequence[Protocol]) -> str:
     empty when there is one variant."""
     def fields(p: Protocol) -> dict[str, str]:
         d = {k: v for k, v in p.to_dict().items() if k not in ("version", "gene_list", "panel", "pcc")}
-        if p.solver == ("exact" if p.alpha == "cv" else "lsqr"):
+        if p.solver == ("exact" if p.alpha == "cv" or p.is_sweep else "lsqr"):
             del d["solver"]  # the default for its alpha: alpha says it
         if p.dtype == ("float32" if p.solver == "lsqr" else "float64"):
             del d["dtype"]  # the default for its solver
+        if p.intercept == (p.alpha == "cv"):
+            del d["intercept"]  # the default for its alpha
         if p.genes == "file":
             d["genes"] = p.panel or f"file({len(p.gene_list)})"
         return {k: str(v).lower() for k, v in d.items()}

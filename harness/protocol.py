@@ -24,6 +24,22 @@ PROTOCOL_VERSION = 2
 GENE_RULES = ("task", "train-hvg", "file")
 
 
+def _sweep(text: str) -> str:
+    """``sweep`` or ``sweep:LO:HI:N`` checked and written canonically (``sweep:1e-06:1e+08:29``)."""
+    from stbench.regression import SWEEP_ALPHAS
+
+    parts = text.split(":")[1:] or [str(v) for v in SWEEP_ALPHAS]
+    try:
+        lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+        if len(parts) != 3:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ProtocolError(f"--alpha {text!r}: write sweep or sweep:LO:HI:N, e.g. sweep:1e-6:1e8:29") from None
+    if not (0 < lo < hi < float("inf")) or not 2 <= n <= 200:
+        raise ProtocolError(f"--alpha {text!r}: needs 0 < LO < HI (finite) and 2 <= N <= 200")
+    return f"sweep:{lo:.0e}:{hi:.0e}:{n}" if lo == float(f"{lo:.0e}") and hi == float(f"{hi:.0e}") else f"sweep:{lo!r}:{hi!r}:{n}"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """The evaluation protocol (HEST-Benchmark defaults)."""
@@ -35,7 +51,8 @@ class Protocol:
     expression: str = "log1p"  # log1p of raw counts, no total-count normalisation (HEST)
     solver: str = "lsqr"  # "lsqr" (HEST reference, early-stopping) or "exact" (closed form)
     dtype: str = "float32"  # what lsqr fits in: float32 (HEST: the embeddings' dtype) or float64; exact: float64
-    alpha: str = "hest"  # "hest": 100/(n_features*n_genes); "cv": chosen inside the training fold; or a number
+    alpha: str = "hest"  # "hest": 100/(n_features*n_genes); "cv": chosen inside the training fold; a number;
+    # or "sweep:LO:HI:N": PCC stored at every alpha of the grid, the headline at the CV choice among them
     intercept: bool = False
     pcc: str = "pooled"  # the headline PCC: over all test spots of a fold (HEST); per-sample PCC is stored too
     seed: int = 1
@@ -58,7 +75,9 @@ class Protocol:
         zero rather than towards the gene's mean. ``dtype`` (``--ridge-dtype``) defaults to float32 for lsqr and
         must be float64 for the exact solver."""
         alpha_s = "hest" if alpha is None else str(alpha).strip().lower()
-        if alpha_s not in ("hest", "cv"):
+        if alpha_s == "sweep" or alpha_s.startswith("sweep:"):
+            alpha_s = _sweep(alpha_s)
+        elif alpha_s not in ("hest", "cv"):
             try:
                 value = float(alpha_s)
             except ValueError:
@@ -66,12 +85,14 @@ class Protocol:
             if value < 0:
                 raise ProtocolError(f"--alpha must be non-negative, not {value}")
             alpha_s = repr(value)
+        searched = alpha_s == "cv" or alpha_s.startswith("sweep:")
         if solver is None:
-            solver = "exact" if alpha_s == "cv" else "lsqr"
+            solver = "exact" if searched else "lsqr"
         if solver not in SOLVERS:
             raise ProtocolError(f"--solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
-        if alpha_s == "cv" and solver != "exact":
-            raise ProtocolError("--alpha cv needs --solver exact (every alpha comes from one decomposition)")
+        if searched and solver != "exact":
+            raise ProtocolError(f"--alpha {alpha_s.split(':')[0]} needs --solver exact (every alpha comes from one "
+                                "decomposition)")
         dtype = dtype or default_dtype(solver)
         if dtype not in DTYPES:
             raise ProtocolError(f"--ridge-dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
@@ -105,9 +126,21 @@ class Protocol:
 
         if self.alpha == "hest":
             return hest_alpha(n_features, n_genes)
-        if self.alpha == "cv":
+        if self.alpha == "cv" or self.is_sweep:
             return None
         return float(self.alpha)
+
+    @property
+    def is_sweep(self) -> bool:
+        """``--alpha sweep``: the PCC at every alpha of a grid is stored, the headline at the CV choice."""
+        return self.alpha.startswith("sweep:")
+
+    def sweep_alphas(self) -> tuple[float, ...]:
+        """The swept alphas, log-spaced from LO to HI (``sweep:LO:HI:N``)."""
+        import numpy as np
+
+        _, lo, hi, n = self.alpha.split(":")
+        return tuple(float(a) for a in np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(n)))
 
     def describe(self) -> str:
         """One line for tables and logs."""
@@ -116,6 +149,9 @@ class Protocol:
         )
         alpha = {"hest": "alpha=100/(features*genes)", "cv": "alpha by grouped CV (lowest held-out MSE)"}.get(
             self.alpha, f"alpha={self.alpha}")
+        if self.is_sweep:
+            _, lo, hi, n = self.alpha.split(":")
+            alpha = f"PCC stored at {n} alphas {lo}..{hi}, headline at the grouped-CV choice among them"
         icpt = ", intercept" if self.intercept else ""
         ridge = f"ridge[{self.solver} {self.dtype}, {alpha}{icpt}]"
         return f"{ridge} on {self.expression}; {genes}; PCC {self.pcc}; seed {self.seed}"

@@ -15,18 +15,20 @@ All functions take and return numpy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SOLVERS", "DTYPES", "CV_ALPHAS", "RidgeFit", "hest_alpha", "fit_ridge", "cv_alpha", "cv_splits",
-           "default_dtype"]
+__all__ = ["SOLVERS", "DTYPES", "CV_ALPHAS", "SWEEP_ALPHAS", "RidgeFit", "hest_alpha", "fit_ridge", "cv_alpha",
+           "cv_splits", "default_dtype", "ridge_path"]
 
 SOLVERS = ("lsqr", "exact")
 DTYPES = ("float32", "float64")  # what lsqr fits in; exact and cv_alpha always use float64
 # Candidates for --alpha cv: 0.5-decade steps wide enough to reach the ~5e3 users found on HEST tasks.
 CV_ALPHAS = tuple(float(a) for a in np.logspace(-3, 7, 21))
+# --alpha sweep: 1e-6 .. 1e8 in half decades (29 points), past HEST's ~1e-4 and the CV choices seen (~5e3)
+SWEEP_ALPHAS = (1e-6, 1e8, 29)
 
 
 def hest_alpha(n_features: int, n_genes: int) -> float:
@@ -132,6 +134,38 @@ def cv_splits(groups: Sequence[str], *, n_splits: int = 5) -> list[tuple[np.ndar
     return [(np.setdiff1d(idx, block), block) for block in np.array_split(idx, n_splits)]
 
 
+def ridge_path(
+    X: np.ndarray,
+    Y: np.ndarray,
+    X_eval: np.ndarray,
+    alphas: Sequence[float],
+    *,
+    intercept: bool = False,
+    device: str | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Exact ridge predictions of ``X_eval`` for every alpha, fitted on (``X``, ``Y``) in float64, from one
+    symmetric eigendecomposition (of X'X or XX', whichever is smaller): yields ``(alpha, predictions)``."""
+    import torch
+
+    dev = _device(device)
+    Xt, Yt, xm, ym = _center(X, Y, intercept)
+    x = torch.as_tensor(Xt, dtype=torch.float64, device=dev)
+    y = torch.as_tensor(Yt, dtype=torch.float64, device=dev)
+    xv = torch.as_tensor(np.asarray(X_eval, dtype=np.float64) - xm, device=dev)
+    n, d = x.shape
+    if n >= d:
+        lam, v = torch.linalg.eigh(x.T @ x)
+        proj = v.T @ (x.T @ y)  # (d, g)
+        xv_v = xv @ v  # predictions = xv V diag(1/(lam+a)) V' X'y
+    else:
+        lam, v = torch.linalg.eigh(x @ x.T)
+        proj = v.T @ y  # (n, g)
+        xv_v = (xv @ x.T) @ v  # predictions = xv X' V diag(1/(lam+a)) V' y
+    lam = lam.clamp_min(0)
+    for a in alphas:
+        yield float(a), (xv_v @ (proj / (lam + a)[:, None])).cpu().numpy() + ym
+
+
 def cv_alpha(
     X: np.ndarray,
     Y: np.ndarray,
@@ -141,33 +175,16 @@ def cv_alpha(
     intercept: bool = False,
     device: str | None = None,
 ) -> tuple[float, np.ndarray]:
-    """Choose alpha by grouped cross-validation (mean squared error over held-out spots and genes).
+    """Choose alpha by grouped cross-validation: the lowest mean squared error over held-out spots and genes.
 
-    Per split, one symmetric eigendecomposition (of X'X or XX', whichever is smaller) gives the ridge
-    solution for every alpha. Returns the best alpha and the validation MSE of each candidate.
+    Per split, one symmetric eigendecomposition (`ridge_path`) gives the ridge solution for every alpha.
+    Returns the best alpha and the validation MSE of each candidate.
     """
-    import torch
-
-    dev = _device(device)
     errors = np.zeros(len(alphas))
     for train_idx, val_idx in cv_splits(groups):
-        Xt, Yt, xm, ym = _center(X[train_idx], Y[train_idx], intercept)
-        x = torch.as_tensor(Xt, dtype=torch.float64, device=dev)
-        y = torch.as_tensor(Yt, dtype=torch.float64, device=dev)
-        xv = torch.as_tensor(np.asarray(X[val_idx], dtype=np.float64) - xm, device=dev)
-        yv = torch.as_tensor(np.asarray(Y[val_idx], dtype=np.float64) - ym, device=dev)
-        n, d = x.shape
-        if n >= d:
-            lam, v = torch.linalg.eigh(x.T @ x)
-            proj = v.T @ (x.T @ y)  # (d, g)
-            xv_v = xv @ v  # predictions = xv V diag(1/(lam+a)) V' X'y
-        else:
-            lam, v = torch.linalg.eigh(x @ x.T)
-            proj = v.T @ y  # (n, g)
-            xv_v = (xv @ x.T) @ v  # predictions = xv X' V diag(1/(lam+a)) V' y
-        lam = lam.clamp_min(0)
-        for i, a in enumerate(alphas):
-            pred = xv_v @ (proj / (lam + a)[:, None])
+        yv = np.asarray(Y[val_idx], dtype=np.float64)
+        for i, (_, pred) in enumerate(ridge_path(X[train_idx], Y[train_idx], X[val_idx], alphas, intercept=intercept,
+                                                 device=device)):
             errors[i] += float(((pred - yv) ** 2).sum())
     errors /= len(Y) * Y.shape[1]
     return float(alphas[int(np.argmin(errors))]), errors

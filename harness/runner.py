@@ -27,7 +27,7 @@ from stbench import metrics
 from stbench.errors import DataError
 from stbench.encoders.weights import encoder_label
 from stbench.protocol import Protocol
-from stbench.regression import CV_ALPHAS, cv_alpha, fit_ridge
+from stbench.regression import CV_ALPHAS, cv_alpha, fit_ridge, hest_alpha, ridge_path
 from stbench.tasks import PatchFile, Task
 
 if TYPE_CHECKING:
@@ -252,6 +252,7 @@ class FoldPrediction:
     test_groups: np.ndarray
     seconds: float
     train_mean: np.ndarray | None = None  # each gene's mean over the training spots: the baseline prediction
+    sweep: tuple[list[float], np.ndarray] | None = None  # --alpha sweep: alphas and test PCC (n_alphas, n_genes)
 
 
 def fit_fold(
@@ -278,17 +279,24 @@ def predict_fold(fitted: FittedFold, protocol: Protocol, genes: list[str], data:
     Y_train = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.train])
     alpha = protocol.alpha_for(Z_train.shape[1], len(genes))
     if alpha is None:
-        alpha, _ = cv_alpha(Z_train, Y_train, fitted.train_groups, intercept=protocol.intercept)
-        if alpha in (CV_ALPHAS[0], CV_ALPHAS[-1]):
+        grid = protocol.sweep_alphas() if protocol.is_sweep else CV_ALPHAS
+        alpha, _ = cv_alpha(Z_train, Y_train, fitted.train_groups, alphas=grid, intercept=protocol.intercept)
+        if alpha in (grid[0], grid[-1]):
             log.warning("fold %d: cross-validated alpha %.3g is at the edge of the grid %.0e..%.0e",
-                        fold.index, alpha, CV_ALPHAS[0], CV_ALPHAS[-1])
+                        fold.index, alpha, grid[0], grid[-1])
     ridge = fit_ridge(Z_train, Y_train, alpha=alpha, solver=protocol.solver, intercept=protocol.intercept,
                       dtype=protocol.dtype)
     Y_test = np.concatenate([ex.log1p_dense(data[s].counts, genes) for s in fold.test])
+    sweep = None
+    if protocol.is_sweep:  # the test PCC at every alpha (and at HEST's), for the sensitivity curve only
+        alphas = sorted({*protocol.sweep_alphas(), hest_alpha(Z_train.shape[1], len(genes))})
+        curve = [metrics.pearson_per_gene(Y_test, pred) for _, pred in
+                 ridge_path(Z_train, Y_train, Z_test, alphas, intercept=protocol.intercept)]
+        sweep = (alphas, np.asarray(curve))
     # a cell's time is what it would cost alone: the (shared) reducer fit plus its own ridge
     return FoldPrediction(fitted.reducer, len(Z_train), Z_train.shape[1], float(alpha), Y_test, ridge.predict(Z_test),
                           fitted.test_groups, fitted.seconds + time.perf_counter() - start,
-                          Y_train.astype(np.float64).mean(axis=0))
+                          Y_train.astype(np.float64).mean(axis=0), sweep)
 
 
 def fit_predict_fold(
@@ -326,6 +334,7 @@ def _evaluate_fold(
     return {
         "n_train": fp.n_train, "n_test": len(Y_test), "n_features": fp.n_features, "alpha": fp.alpha,
         "pcc": pcc, "mse": mse, "mse_baseline": baseline, "per_sample": per_sample, "seconds": fp.seconds,
+        "sweep": fp.sweep,
         "predictions": {"sample_id": fp.test_groups, "barcode": barcodes, "coords": coords, "y_true": Y_test, "y_pred": pred},
     }
 
@@ -645,7 +654,7 @@ def compute_fold(reducer: Reducer, runs: Sequence[tuple[dict, Protocol]], task: 
                 summary=metrics.summarise_fold(out["pcc"], out["mse"]), per_sample=out["per_sample"],
                 train_samples=fold.train, test_samples=fold.test, seconds=out["seconds"],
                 reducer_report=report or None, model_path=None if model is None else str(model),
-                predictions=out["predictions"], mse_baseline=out["mse_baseline"],
+                predictions=out["predictions"], mse_baseline=out["mse_baseline"], sweep=out["sweep"],
             )
         except Exception as exc:  # noqa: BLE001 - recorded on this run; the others go on
             log.debug("%s %s fold %d: failed", task.name, run_id, fold.index, exc_info=True)

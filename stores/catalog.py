@@ -114,6 +114,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE gene_results ADD COLUMN mse_baseline DOUBLE;
         """,
     ),
+    (
+        "m006_alpha_sweep",
+        # --alpha sweep: the test PCC of every gene at every alpha of the grid (and HEST's), per fold (issue 13)
+        """
+        CREATE TABLE alpha_sweep (
+            run_id TEXT, fold INTEGER, gene TEXT, alpha DOUBLE, pcc DOUBLE,
+            PRIMARY KEY (run_id, fold, gene, alpha));
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PREDICTIONS_DIR = "predictions"  # under the store root
@@ -144,6 +153,7 @@ class FoldRecord:
     model_path: str | None = None
     predictions: dict[str, Any] | None = None  # sample_id, barcode (n,), coords (n, 2), y_true, y_pred (n, genes)
     mse_baseline: Sequence[float] | None = None  # per gene: MSE of predicting the training mean
+    sweep: tuple[Sequence[float], Any] | None = None  # --alpha sweep: (alphas, test PCC (n_alphas, n_genes))
 
 
 def _reads(fn: Callable[..., T]) -> Callable[..., T]:
@@ -365,7 +375,7 @@ class Catalog:
         for model, preds in self.con.execute(f"SELECT model_path, predictions_path FROM fold_results WHERE {where}",  # noqa: S608
                                              params).fetchall():
             self._released += [p for p in (self._store_file(model), self._store_file(preds)) if p is not None]
-        for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions"):
+        for table in ("fold_results", "gene_results", "sample_gene_results", "spot_predictions", "alpha_sweep"):
             self.con.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608
 
     @_reads
@@ -437,6 +447,11 @@ class Catalog:
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
         if sample_rows:
             self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
+        if rec.sweep is not None:
+            alphas, curve = rec.sweep
+            self.con.executemany("INSERT OR REPLACE INTO alpha_sweep VALUES (?, ?, ?, ?, ?)", [
+                (rid, rec.fold, g, float(a), float(curve[i][j])) for i, a in enumerate(alphas)
+                for j, g in enumerate(rec.genes)])
         problems = self.inconsistencies(run_ids=[rid], fold=rec.fold, runs=False)
         if problems:  # what was about to be stored contradicts itself: keep none of it
             raise StoreError(f"{self.path}: refusing to store an inconsistent fold: {problems[0]}")
@@ -662,6 +677,13 @@ class Catalog:
     @_reads
     def fold_table(self, run_id: str) -> pl.DataFrame:
         return self._frame("SELECT * FROM fold_results WHERE run_id=? ORDER BY fold", [run_id])
+
+    @_reads
+    def alpha_curves(self, run_ids: Sequence[str]) -> pl.DataFrame:
+        """``--alpha sweep`` results: one row per (run, fold, gene, alpha) with the test PCC."""
+        marks = ", ".join("?" * len(run_ids)) or "NULL"
+        return self._frame(f"SELECT run_id, fold, gene, alpha, pcc FROM alpha_sweep WHERE run_id IN ({marks}) "  # noqa: S608
+                           "ORDER BY run_id, fold, gene, alpha", run_ids)
 
     @_reads
     def sample_pccs(self, run_id: str) -> dict[int, dict[str, list[float]]]:

@@ -151,9 +151,10 @@ def test_protocol_variants_are_the_product_without_duplicates(tmp_path):
     pam = next(p for p in ps if p.panel)
     assert pam.genes == "file" and pam.gene_list == PAM50 and pam.panel == "pam50"
     # fixed values: a change is a change to every stored result's identity (PROTOCOL_VERSION 2, issue 13: lsqr
-    # in float32; before it, ce2049b218920773 and ceae422e3b8a40ee)
+    # in float32, an intercept under CV; before it, ce2049b218920773 and ceae422e3b8a40ee)
     assert Protocol.from_options().fingerprint == "f55ef89070e21a49"
-    assert Protocol.from_options(alpha="cv").fingerprint == "0310224074d8682d"
+    assert Protocol.from_options(alpha="cv").fingerprint == "89d17f2ab313637f"
+    assert Protocol.from_options(alpha="cv", intercept=False).fingerprint == "0310224074d8682d"
     with pytest.raises(StbenchError, match=r"--genes must be task, train-hvg, a panel \(pam50\) or an existing gene"):
         protocol_variants(["hest"], ["pam51"], [1])
 

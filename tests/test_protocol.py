@@ -67,3 +67,23 @@ def test_cv_fits_an_intercept_unless_told_not_to_and_hest_does_not():
     assert Protocol.from_options(intercept=True).intercept is True
     assert "lowest held-out MSE" in Protocol.from_options(alpha="cv").describe()
     assert Protocol.from_options(alpha="cv").fingerprint != Protocol.from_options(alpha="cv", intercept=False).fingerprint
+
+
+@pytest.mark.parametrize("text,canonical,n", [("sweep", "sweep:1e-06:1e+08:29", 29), ("SWEEP:1e-3:1e5:17", "sweep:1e-03:1e+05:17", 17),
+                                              ("sweep:0.0025:300:5", "sweep:0.0025:300.0:5", 5)])
+def test_alpha_sweep_is_parsed_to_one_canonical_form(text, canonical, n):
+    p = Protocol.from_options(alpha=text)
+    assert p.alpha == canonical and p.is_sweep and len(p.sweep_alphas()) == n and p.solver == "exact"
+    assert p.alpha_for(10, 50) is None and not p.intercept
+    assert p.sweep_alphas()[0] == pytest.approx(float(canonical.split(":")[1]))
+    assert p.sweep_alphas()[-1] == pytest.approx(float(canonical.split(":")[2]))
+
+
+@pytest.mark.parametrize("bad,needle", [("sweep:1:1e3", "write sweep or sweep:LO:HI:N"), ("sweep:0:10:5", "0 < LO < HI"),
+                                        ("sweep:10:1:5", "0 < LO < HI"), ("sweep:1:10:1", "2 <= N <= 200"),
+                                        ("sweep:a:b:c", "write sweep or")])
+def test_a_bad_alpha_sweep_is_refused_saying_how_to_write_one(bad, needle):
+    with pytest.raises(ProtocolError, match=needle):
+        Protocol.from_options(alpha=bad)
+    with pytest.raises(ProtocolError, match="needs --solver exact"):
+        Protocol.from_options(alpha="sweep", solver="lsqr")

@@ -299,3 +299,43 @@ def test_the_mse_of_predicting_the_training_mean_is_stored_beside_the_mse(root, 
         np.testing.assert_allclose(g.mse_baseline.to_numpy(), expected, rtol=1e-5)
         fold_baselines.append(expected.mean())
     assert summary["mse_baseline"] == pytest.approx(np.mean(fold_baselines), rel=1e-5)
+
+
+def test_alpha_sweep_stores_the_pcc_at_every_alpha_and_the_headline_at_the_cv_choice(root, tmp_path):
+    import h5py
+    from sklearn.linear_model import Ridge
+
+    protocol = Protocol.from_options(alpha="sweep:1e-2:1e4:7")
+    assert protocol.sweep_alphas()[3] == pytest.approx(10.0) and protocol.solver == "exact" and not protocol.intercept
+    (res,) = _run(root, tmp_path / "s", reducers_=("identity",), protocol=protocol)
+    task = open_task("tiny", root)
+    with Store(tmp_path / "s") as st:
+        curves = st.catalog.alpha_curves([res.run_id]).to_pandas()
+        genes = st.catalog.gene_table(run_ids=[res.run_id]).to_pandas()
+        paths = {sid: st.resolve(p) for sid, p in st.catalog.rows("SELECT sample_id, path FROM embeddings")}
+        assert st.catalog.inconsistencies() == []
+    hest = 100 / (8 * 20)  # HEST's alpha on 8 features and 20 genes is among the swept points
+    assert sorted(curves.alpha.unique()) == pytest.approx(sorted([*protocol.sweep_alphas(), hest]))
+    assert len(curves) == 3 * 20 * 8
+    for f in res.folds:  # the headline is the curve at the alpha chosen by CV inside the training fold
+        assert np.isclose(protocol.sweep_alphas(), f["alpha"]).any()
+        at = curves[(curves.fold == f["fold"]) & np.isclose(curves.alpha, f["alpha"])].set_index("gene").pcc
+        mine = genes[genes.fold == f["fold"]].set_index("gene").pcc
+        np.testing.assert_allclose(mine.loc[at.index], at, atol=1e-6)
+    fold = task.folds[0]  # one point of the curve, computed here with scikit-learn and numpy
+
+    def arrays(ids):
+        X, Y = [], []
+        for sid in ids:
+            with h5py.File(paths[sid]) as h5:
+                X.append(h5["embeddings"][()])
+                barcodes = [b.decode() for b in h5["barcodes"][()]]
+            counts = ad.read_h5ad(task.samples[sid].adata)[barcodes, task.genes].X
+            Y.append(np.log1p(counts.toarray() if hasattr(counts, "toarray") else counts))
+        return np.concatenate(X).astype(np.float64), np.concatenate(Y).astype(np.float64)
+
+    (X_tr, Y_tr), (X_te, Y_te) = arrays(fold.train), arrays(fold.test)
+    pred = Ridge(alpha=10.0, fit_intercept=False, solver="cholesky").fit(X_tr, Y_tr).predict(X_te)
+    expected = [np.corrcoef(Y_te[:, j], pred[:, j])[0, 1] for j in range(20)]
+    stored = curves[(curves.fold == 0) & np.isclose(curves.alpha, 10.0)].set_index("gene").pcc.loc[task.genes]
+    np.testing.assert_allclose(stored.to_numpy(), expected, atol=1e-5)

@@ -277,9 +277,12 @@ def _protocol_options(*, grid: bool) -> Callable:
         click.option("--solver", type=click.Choice(["lsqr", "exact"]), default=None,
                      help="Ridge solver: lsqr = scikit-learn's, as the HEST reference (default); exact = closed form in "
                           "torch (default with --alpha cv)."),
-        click.option("--alpha", default=None, metavar="hest|cv|FLOAT",
+        click.option("--alpha", default=None, metavar="hest|cv|sweep[:LO:HI:N]|FLOAT",
                      help="Ridge penalty: hest = 100/(n_features*n_genes) (default); cv = chosen by cross-validation "
-                          "inside the training fold, grouped by sample; or a number." + many),
+                          "inside the training fold, grouped by sample (lowest held-out MSE); sweep = the test PCC "
+                          "of every gene stored at N alphas from LO to HI (default 1e-6..1e8, 29) and at HEST's, "
+                          "all from one decomposition per fold, for sensitivity curves (the headline is the CV choice "
+                          "among them); or a number." + many),
         click.option("--intercept/--no-intercept", default=None,
                      help="Fit a ridge intercept. [default: no under the HEST alpha, as HEST; yes with --alpha cv]"),
         click.option("--seed", default="1" if grid else 1, show_default=True, metavar="INT",
