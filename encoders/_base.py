@@ -153,7 +153,8 @@ encoders: Registry[Encoder] = Registry(
     kind="encoder",
     group="stbench.encoders",
     builtin_modules=("stbench.encoders.efficientnet_lite", "stbench.encoders.phikon", "stbench.encoders.conch",
-                     "stbench.encoders.ctranspath", "stbench.encoders.timm_models"),
+                     "stbench.encoders.ctranspath", "stbench.encoders.timm_models", "stbench.encoders.timm_recent",
+                     "stbench.encoders.dinov2_hf", "stbench.encoders.gpfm", "stbench.encoders.conch_v15"),
     key=lambda e: (e.spec.name, e.spec.aliases),
 )
 

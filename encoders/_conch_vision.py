@@ -52,6 +52,7 @@ class ConchVisual(nn.Module):
             img_size=vision["image_size"], patch_size=vision["patch_size"], embed_dim=vision["width"],
             depth=vision["layers"], num_heads=vision["num_heads"], mlp_ratio=vision["mlp_ratio"],
             num_classes=0, dynamic_img_size=True, weight_init="skip",  # every tensor is then loaded
+            init_values=vision.get("ls_init_value"),  # LayerScale: none in CONCH v1 (see conch_v15 for v1.5)
         )
         self.attn_pool_contrast = AttentionalPooler(
             cfg["embed_dim"], vision["width"], n_head=vision["attn_pooler_heads"],

@@ -49,8 +49,10 @@ def _some(keys: Iterable[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, name: str, path: Path) -> None:
-    """``model.load_state_dict(state, strict=True)``, with a one-line error naming what does not fit."""
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, name: str, path: Path,
+                assign: bool = False) -> None:
+    """``model.load_state_dict(state, strict=True)``, with a one-line error naming what does not fit.
+    ``assign``: the tensors replace the model's (a model built on the meta device)."""
     own = model.state_dict()
     missing = set(own) - set(state)
     unexpected = set(state) - set(own)
@@ -67,4 +69,4 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, na
     if problems:
         raise WeightsError(f"{name}: the weights in {path} do not fit the {name} architecture: "
                            f"{'; '.join(problems)}; pass the original weight file with --weights")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)

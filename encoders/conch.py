@@ -61,17 +61,18 @@ CONCH_CONFIG: dict[str, Any] = {
 _UNUSED = ("attn_pool_caption.", "ln_caption.", "proj_contrast")
 
 
-def conch_config(config: dict[str, Any]) -> dict[str, Any]:
-    """CONCH's model config, with ``embed_dim`` and ``vision_cfg`` fields of ``config`` (or of its
-    ``model_cfg``) over it; unrelated configs (no ``vision_cfg``) are ignored."""
+def conch_config(config: dict[str, Any], base: dict[str, Any] = CONCH_CONFIG, name: str = "conch") -> dict[str, Any]:
+    """CONCH's model config (``base``: CONCH v1's, or another CoCa tower's), with ``embed_dim`` and
+    ``vision_cfg`` fields of ``config`` (or of its ``model_cfg``) over it; unrelated configs (no
+    ``vision_cfg``) are ignored."""
     given = config.get("model_cfg", config) if isinstance(config.get("model_cfg"), dict) else config
     if not isinstance(given.get("vision_cfg"), dict):
-        return {"embed_dim": CONCH_CONFIG["embed_dim"], "vision_cfg": dict(CONCH_CONFIG["vision_cfg"])}
-    vision = {**CONCH_CONFIG["vision_cfg"], **given["vision_cfg"]}
+        return {"embed_dim": base["embed_dim"], "vision_cfg": dict(base["vision_cfg"])}
+    vision = {**base["vision_cfg"], **given["vision_cfg"]}
     for key in ("image_size", "patch_size"):
         if not isinstance(vision[key], int):
-            raise WeightsError(f"conch: vision_cfg.{key} must be one integer, found {vision[key]!r}")
-    return {"embed_dim": int(given.get("embed_dim", CONCH_CONFIG["embed_dim"])), "vision_cfg": vision}
+            raise WeightsError(f"{name}: vision_cfg.{key} must be one integer, found {vision[key]!r}")
+    return {"embed_dim": int(given.get("embed_dim", base["embed_dim"])), "vision_cfg": vision}
 
 
 def build_conch(config: dict[str, Any] | None = None) -> torch.nn.Module:

@@ -7,8 +7,9 @@ Gene selection is pure: AnnData objects in, a list of gene symbols out.
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,11 @@ __all__ = [
     "hest_gene_rule",
     "read_gene_file",
     "check_genes_present",
+    "check_counts",
+    "unique_genes",
 ]
+
+log = logging.getLogger("stbench")
 
 _EXCLUDED = re.compile(r"BLANK|Control")  # HEST matches these case-sensitively
 
@@ -46,6 +51,7 @@ def read_counts(path: Path) -> AnnData:
         raise DataError(path, f"duplicate barcode {dup!r} in obs_names")
     if not adata.var_names.is_unique:
         adata.var_names_make_unique()
+    check_counts(adata.X, path, obs_names=adata.obs_names, var_names=adata.var_names, warn=False)
     return adata
 
 
@@ -125,4 +131,95 @@ def read_gene_file(path: Path) -> list[str]:
         genes = [line.split(",")[0].strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not genes:
         raise DataError(path, "gene file lists no genes")
-    return [str(g) for g in genes]
+    return unique_genes([str(g) for g in genes], path)
+
+
+def unique_genes(genes: Sequence[str], source: str | Path | None = None) -> list[str]:
+    """``genes`` without repeats, the first occurrence of each kept (saying so): a repeated gene would be
+    scored twice and weigh double in a fold's mean. Every gene list stbench reads passes through here."""
+    out = list(dict.fromkeys(genes))
+    if len(out) != len(genes):
+        seen: set[str] = set()
+        dups = list(dict.fromkeys(g for g in genes if g in seen or seen.add(g)))  # type: ignore[func-returns-value]
+        shown = ", ".join(dups[:8]) + (" ..." if len(dups) > 8 else "")
+        log.warning("%s%d gene names repeat and are kept once (first occurrence): %s; %d unique genes",
+                    f"{source}: " if source is not None else "", len(dups), shown, len(out))
+    return out
+
+
+_BLOCK = 1 << 22  # values per read when checking a count file: bounded memory whatever its size
+
+
+def _sparse_parts(x) -> tuple[object, object, object, str] | None:  # noqa: ANN001
+    """(data, indices, indptr, "csr"|"csc") of a sparse matrix in memory or an h5ad sparse group; None if dense."""
+    import h5py
+
+    if isinstance(x, h5py.Group):
+        return x["data"], x["indices"], x["indptr"], "csc" if "csc" in str(x.attrs.get("encoding-type", "")) else "csr"
+    if hasattr(x, "indptr"):
+        return x.data, x.indices, x.indptr, x.format
+    return None
+
+
+def _value_blocks(x) -> Iterator[tuple[int, np.ndarray]]:  # noqa: ANN001
+    """``(offset, values)`` over the stored values of a count matrix: a sparse matrix's ``data``, or dense rows;
+    ``x`` in memory (numpy, scipy.sparse) or on disk (an h5ad's dense dataset or sparse group)."""
+    sparse = _sparse_parts(x)
+    if sparse is not None:
+        data = sparse[0]
+        for start in range(0, data.shape[0], _BLOCK):  # type: ignore[attr-defined]
+            yield start, np.asarray(data[start : start + _BLOCK])  # type: ignore[index]
+        return
+    width = int(np.prod(x.shape[1:]))
+    rows = max(1, _BLOCK // max(1, width))
+    for start in range(0, x.shape[0], rows):
+        yield start * width, np.asarray(x[start : start + rows]).reshape(-1)
+
+
+def _locate(x, k: int) -> tuple[int, int]:  # noqa: ANN001
+    """(row, column) of the ``k``-th stored value (in `_value_blocks` order)."""
+    sparse = _sparse_parts(x)
+    if sparse is None:
+        width = int(np.prod(x.shape[1:]))
+        return k // width, k % width
+    _, indices, indptr, kind = sparse
+    major = int(np.searchsorted(np.asarray(indptr[()]), k, side="right") - 1)  # type: ignore[index]
+    minor = int(indices[k])  # type: ignore[index]
+    return (minor, major) if kind == "csc" else (major, minor)
+
+
+def check_counts(x, path: Path | None, *, obs_names: Sequence[str] | None = None,  # noqa: ANN001
+                 var_names: Sequence[str] | None = None, warn: bool = True, what: str = "counts") -> None:
+    """Refuse counts that are NaN, infinite or negative (a `DataError` naming ``path``, the first spot and gene);
+    with ``warn``, log a warning when they are not whole numbers (raw counts are expected; normalised values
+    change what log1p means). ``x``: a matrix in memory or an h5ad's ``X`` on disk, read in blocks."""
+    if hasattr(x, "tocsr") and getattr(x, "format", None) not in ("csr", "csc"):  # coo, lil, ...
+        x = x.tocsr()
+    n_bad, first, fraction = 0, None, None  # first: (flat index, value) of the first bad value
+    for offset, v in _value_blocks(x):
+        if v.dtype.kind not in "fiub":
+            raise DataError(path, f"{what} are {v.dtype} values, not numbers")
+        if v.dtype.kind not in "fi":
+            continue
+        bad = ~(v >= 0) | np.isinf(v) if v.dtype.kind == "f" else v < 0  # NaN fails every comparison
+        if bad.any():
+            n_bad += int(bad.sum())
+            if first is None:
+                first = (offset + int(np.argmax(bad)), float(v[np.argmax(bad)]))
+        elif warn and fraction is None and v.dtype.kind == "f" and (frac := v != np.floor(v)).any():
+            fraction = (offset + int(np.argmax(frac)), float(v[np.argmax(frac)]))
+    if first is not None:
+        some = f"{n_bad} values are not (first: " if n_bad > 1 else "1 value is not ("
+        raise DataError(path, f"{what} must be finite and non-negative, {some}{first[1]:g}"
+                              f"{_where(x, first[0], obs_names, var_names)}); give raw counts")
+    if fraction is not None:
+        log.warning("%s%s are not whole numbers (e.g. %g%s); raw counts are expected, and log1p of normalised "
+                    "values is another expression measure", f"{path}: " if path else "", what, fraction[1],
+                    _where(x, fraction[0], obs_names, var_names))
+
+
+def _where(x, k: int, obs_names: Sequence[str] | None, var_names: Sequence[str] | None) -> str:  # noqa: ANN001
+    row, col = _locate(x, k)
+    spot = repr(str(obs_names[row])) if obs_names is not None else f"row {row}"
+    gene = repr(str(var_names[col])) if var_names is not None else f"column {col}"
+    return f" at spot {spot}, gene {gene}"

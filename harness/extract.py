@@ -261,7 +261,7 @@ def write_sample_embeddings(pipeline: Pipeline, sample: Sample, path: Path, *, t
             "source_fingerprint": src, "stbench_version": stbench.__version__, "embed_dim": spec.embed_dim,
         }
         writer = EmbeddingWriter(path, n=n, dim=spec.embed_dim, barcodes=pf.barcodes, coords=pf.coords, attrs=attrs)
-        bar = progress.add_task(f"{spec.name} · {sample.id}", total=n) if progress else None
+        bar = progress.add_task(f"{sample.id}", total=n, log="items", unit="patches") if progress else None
         try:
             # PIL resampling (where the spec asks for it) runs in the reader thread, alongside the model
             chunks = ((offset, pipeline.resample(chunk)) for offset, chunk in pf.iter_chunks(pipeline.read_batch))
@@ -385,7 +385,20 @@ def ensure_embeddings(
             lock.release()
         return True
 
-    busy = [sid for sid in todo if not compute(sid, wait=False)]
-    for sid in busy:
-        compute(sid, wait=True)
+    bar = progress.add_task(f"{encoder.name} · {task.name} embeddings", total=len(todo), log="steps",
+                            unit="sample") if progress else None  # log: a line per sample without a terminal
+    try:
+        busy = []
+        for sid in todo:
+            if not compute(sid, wait=False):
+                busy.append(sid)
+            elif progress is not None:
+                progress.advance(bar)
+        for sid in busy:
+            compute(sid, wait=True)
+            if progress is not None:
+                progress.advance(bar)
+    finally:
+        if progress is not None:
+            progress.remove_task(bar)
     return fingerprint, {sid: paths[sid] for sid in ids}

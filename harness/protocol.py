@@ -82,8 +82,8 @@ class Protocol:
                 value = float(alpha_s)
             except ValueError:
                 raise ProtocolError(f"--alpha must be 'hest', 'cv' or a number, not {alpha!r}") from None
-            if value < 0:
-                raise ProtocolError(f"--alpha must be non-negative, not {value}")
+            if not 0 <= value < float("inf"):  # NaN fails both comparisons
+                raise ProtocolError(f"--alpha must be a finite non-negative number, not {alpha!r}")
             alpha_s = repr(value)
         searched = alpha_s == "cv" or alpha_s.startswith("sweep:")
         if solver is None:
@@ -102,6 +102,12 @@ class Protocol:
             raise ProtocolError(f"--genes must be one of task, train-hvg or a gene file, not {genes!r}")
         if genes == "file" and not gene_list:
             raise ProtocolError("a gene file was given but it lists no genes")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ProtocolError(f"--seed must be an integer from 0 to 2**32 - 1 (numpy's and scikit-learn's seeds), "
+                                f"not {seed!r}")
+        from stbench.expression import unique_genes
+
+        gene_list = tuple(unique_genes(gene_list, "--genes"))
         if panel and genes != "file":
             raise ProtocolError(f"a gene panel ({panel}) needs genes='file', not {genes!r}")
         if intercept is None:

@@ -24,7 +24,7 @@ import numpy as np
 import stbench
 from stbench import expression as ex
 from stbench import metrics
-from stbench.errors import DataError
+from stbench.errors import DataError, StoreError
 from stbench.encoders.weights import encoder_label
 from stbench.protocol import Protocol
 from stbench.regression import CV_ALPHAS, cv_alpha, fit_ridge, hest_alpha, ridge_path
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from stbench.stores.catalog import FoldRecord
 
 __all__ = ["CellFailure", "FittedFold", "FoldPrediction", "ReducerChoice", "ReducerPlan", "RunResult",
-           "SnapshotSelections", "check_task", "compute_fold", "eval_genes", "finish_runs", "fit_fold", "fit_predict_fold",
+           "SnapshotSelections", "check_aliases", "check_task", "compute_fold", "eval_genes", "finish_runs", "fit_fold",
+           "fit_predict_fold",
            "pending_runs", "plan_reducer", "predict_fold", "prepare_reducers", "run_cells", "run_id_for", "run_task",
            "start_runs", "write_folds"]
 
@@ -110,7 +111,8 @@ class _SampleData:
 
 def check_task(task: Task, genes: Sequence[str]) -> None:
     """Validate every file a run will read, before anything is written: patch files open and hold
-    ``img``, barcodes are unique and all have a count row, and the genes exist in every count file."""
+    ``img``, barcodes are unique and all have a count row, the genes exist in every count file, counts are
+    finite and non-negative (read in blocks), and no test sample is a training sample under another id."""
     import anndata as ad
 
     needed = {s for f in task.folds for s in (*f.train, *f.test)}
@@ -137,8 +139,31 @@ def check_task(task: Task, genes: Sequence[str]) -> None:
                 )
             if genes:
                 ex.check_genes_present(backed, genes, path=sample.adata)
+            ex.check_counts(backed.file["X"], sample.adata, obs_names=obs, var_names=var)
         finally:
             backed.file.close()
+    check_aliases(task)
+
+
+def check_aliases(task: Task) -> None:
+    """Refuse a fold whose test sample has the same patch or count file, by content, as one of its training
+    samples under another id (a copy or a link): it would leak the test fold into training. Content digests
+    are `file_digest`'s, cached, and the task's fingerprint needs them anyway."""
+    from stbench.hashing import file_digest
+
+    for fold in task.folds:
+        seen: dict[tuple[str, str], tuple[str, Path]] = {}
+        for sid in fold.train:
+            s = task.samples[sid]
+            seen.update({(kind, file_digest(p)): (sid, p) for kind, p in (("patch", s.patches), ("count", s.adata))})
+        for sid in fold.test:
+            s = task.samples[sid]
+            for kind, path in (("patch", s.patches), ("count", s.adata)):
+                if (hit := seen.get((kind, file_digest(path)))) is not None:
+                    raise DataError(task.path / "splits" / f"test_{fold.index}.csv",
+                                    f"test sample {sid!r} of fold {fold.index} has the same {kind} file content as "
+                                    f"training sample {hit[0]!r} ({path.name} = {hit[1].name}): one sample under two "
+                                    "ids leaks the test fold into training; remove the copy")
 
 
 def run_id_for(task: Task, encoder: str, weights_fingerprint: str, reducer: Reducer, protocol: Protocol) -> str:
@@ -156,6 +181,11 @@ def _load_samples(task: Task, paths: dict[str, str]) -> dict[str, _SampleData]:
     out = {}
     for sid, path in paths.items():
         emb = read_embeddings(Path(path))
+        finite = np.isfinite(emb.embeddings).all(axis=1)
+        if not finite.all():
+            raise StoreError(f"{path}: {int((~finite).sum())} of {len(finite)} embeddings hold NaN or infinite values "
+                             f"(first: barcode {emb.barcodes[int(np.argmin(finite))]!r}); delete the file and rerun "
+                             "to recompute it (an encoder in half precision can overflow), or import finite ones")
         counts = ex.counts_for_barcodes(ex.read_counts(task.samples[sid].adata), emb.barcodes, path=task.samples[sid].adata)
         out[sid] = _SampleData(emb.embeddings, counts, emb.coords)
     return out
@@ -472,20 +502,21 @@ def run_cells(
     # The cache is checked first: a fully stored block loads no model and reads no patch or embedding.
     plans = [plan_reducer(task, encoder.name, fingerprint, r, protocols, store, force=force) for r in reducers]
     paths: dict[str, str] = {}
-    if any(plan.groups for plan in plans):
-        try:
-            fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
-                                                  device=device, compile=compile, progress=progress, pipelines=pipelines)
-        except Exception as exc:  # noqa: BLE001
-            log.debug("%s/%s: extraction failed", task.name, encoder.name, exc_info=True)
-            return failed_all(exc)
-
     loaded: dict[str, _SampleData] = {}
 
     def data() -> dict[str, _SampleData]:  # read counts and embeddings only if some fold must be computed
         if not loaded:
             loaded.update(_load_samples(task, paths))
         return loaded
+
+    if any(plan.groups for plan in plans):
+        try:
+            fingerprint, paths = ensure_embeddings(task, encoder, store, weights=weights, batch_size=batch_size,
+                                                  device=device, compile=compile, progress=progress, pipelines=pipelines)
+            data()  # read and checked (finite embeddings, counts) before any run row is written
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s/%s: extraction or reading failed", task.name, encoder.name, exc_info=True)
+            return failed_all(exc)
 
     out: list[RunResult | CellFailure] = []
     errors: list[dict[str, Exception]] = [{} for _ in plans]
@@ -711,7 +742,8 @@ def _compute_runs(runs: Sequence[tuple[dict, Protocol]], reducer: Reducer, task:
     failed); a failed fit fails every run that needed it."""
     done = start_runs(runs, task, reducer, store, force=force)
     errors: dict[str, Exception] = {}
-    bar = progress.add_task(f"{reducer.name} folds", total=len(task.folds)) if progress else None
+    bar = progress.add_task(f"{task.name} · {reducer.name} folds", total=len(task.folds), log="steps",
+                            unit="fold") if progress else None  # log: a line per fold without a terminal
     try:
         for fold in task.folds:
             pending = pending_runs(runs, done, errors, fold.index)

@@ -169,6 +169,19 @@ def _read_split(path: Path, task_dir: Path) -> list[Sample]:
     return out
 
 
+def _check_same_files(train: list[Sample], test: list[Sample], test_file: Path, fold: int) -> None:
+    """Refuse a test sample that names a training sample's patch or count file under another id (resolved
+    paths: links and ``../`` count). Copies are caught by content in `stbench.runner.check_aliases`."""
+    seen = {(kind, p.resolve()): s.id for s in train for kind, p in (("patch", s.patches), ("count", s.adata))}
+    for s in test:
+        for kind, p in (("patch", s.patches), ("count", s.adata)):
+            other = seen.get((kind, p.resolve()))
+            if other is not None:
+                raise DataError(test_file, f"test sample {s.id!r} of fold {fold} names the {kind} file of training "
+                                           f"sample {other!r} ({p.name}): one sample under two ids leaks the test "
+                                           "fold into training")
+
+
 def _read_gene_list(path: Path) -> list[str]:
     try:
         genes = json.loads(path.read_text())["genes"]
@@ -178,7 +191,9 @@ def _read_gene_list(path: Path) -> list[str]:
         raise DataError(path, 'not a gene list: expected JSON {"genes": [...]}') from exc
     if not genes or not all(isinstance(g, str) for g in genes):
         raise DataError(path, "gene list is empty or holds non-strings")
-    return list(genes)
+    from stbench.expression import unique_genes
+
+    return unique_genes(genes, path)
 
 
 def open_task(name: str, root: Path) -> Task:
@@ -201,6 +216,7 @@ def open_task(name: str, root: Path) -> Task:
         overlap = {s.id for s in train} & {s.id for s in test}
         if overlap:
             raise DataError(test_file, f"samples in both train and test of fold {i}: {sorted(overlap)}")
+        _check_same_files(train, test, test_file, i)
         for s in (*train, *test):
             samples.setdefault(s.id, s)
         folds.append(Fold(i, tuple(s.id for s in train), tuple(s.id for s in test)))

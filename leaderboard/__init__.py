@@ -3,8 +3,10 @@
 - `stbench.leaderboard.data`: the catalog's complete result sets as plain data (main tables, reducer gains,
   protocol sensitivity, per-gene PCC), synthetic tasks in their own section.
 - `stbench.leaderboard.maps`: spatial maps (measured vs predicted per spot) and the embedding view.
-- `stbench.leaderboard.site`: the HTML pages, CSV downloads and assets (plotly.js copied from the installed
-  plotly package); the pages work opened from disk.
+- `stbench.leaderboard.layouts`: the embedding view's 2-D layouts, computed once each and cached in the store.
+- `stbench.leaderboard.slices`: a spatial page's values as one small file per (sample, gene), loaded when shown.
+- `stbench.leaderboard.site`, `stbench.leaderboard.figures`: the HTML pages, CSV downloads and assets (plotly.js
+  copied from the installed plotly package); the pages work opened from disk.
 - `stbench.leaderboard.published`: published reference numbers, shown beside ours and never ranked.
 """
 

@@ -58,13 +58,16 @@ def protocol_label(p: dict[str, Any]) -> str:
     """Short name of a stored protocol: what differs from the HEST default (or from the CV-alpha default)."""
     alpha = str(p.get("alpha", "hest"))
     parts = ["HEST α" if alpha == "hest" else "CV α" if alpha == "cv" else f"α={alpha}"]
-    if p.get("solver", "lsqr") != ("exact" if alpha == "cv" else "lsqr"):
-        parts.append(f"solver {p.get('solver')}")
+    solver = p.get("solver", "lsqr")
+    if solver != ("exact" if alpha == "cv" else "lsqr"):
+        parts.append(f"solver {solver}")
+    if p.get("dtype") not in (None, "float32" if solver == "lsqr" else "float64"):  # protocol v2: lsqr's dtype
+        parts.append(f"ridge {p.get('dtype')}")
     if p.get("genes", "task") != "task":
         name = str(p.get("panel") or "").upper() or p.get("genes")  # a named panel (pam50) or the rule
         parts.append(f"genes {name}" + (f" ({len(p.get('gene_list') or [])})" if p.get("genes") == "file" else ""))
-    if p.get("intercept"):
-        parts.append("intercept")
+    if "intercept" in p and bool(p["intercept"]) != (alpha == "cv"):  # the CV alpha fits one by default (protocol 3)
+        parts.append("intercept" if p["intercept"] else "no intercept")
     if int(p.get("seed", 1)) != 1:
         parts.append(f"seed {p.get('seed')}")
     if p.get("expression", "log1p") != "log1p":
@@ -320,19 +323,15 @@ def _gain_table(cells: dict[tuple, dict[str, Any]], fp: str, mode: str, tasks: l
 
 def _sensitivity(cells: dict[tuple, dict[str, Any]], protocols: list[dict[str, Any]], fps: list[str],
                  shown: list[dict[str, Any]], reducers: list[str]) -> list[dict[str, Any]]:
-    """How ranks move between protocols: HEST alpha -> CV alpha (same genes, seed, intercept), and pooled ->
+    """How ranks move between protocols: HEST alpha -> CV alpha (all else the same, `_comparable`), and pooled ->
     per-sample PCC. Reducers are ranked within each (task, encoder), encoders within each (task, reducer),
     both only among what exists under both protocols."""
     by_fp = {p["fingerprint"]: p for p in protocols if p["fingerprint"] in fps}
     comparisons = []
 
-    def same_but_alpha(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        skip = ("alpha", "solver")
-        return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
-
     pairs = [((a, m), (b, m)) for a in fps for b in fps for m in PCC_MODES
              if by_fp[a]["protocol"].get("alpha") == "hest" and by_fp[b]["protocol"].get("alpha") == "cv"
-             and same_but_alpha(by_fp[a]["protocol"], by_fp[b]["protocol"])]
+             and _comparable(by_fp[a]["protocol"], by_fp[b]["protocol"])]
     pairs += [((fp, "pooled"), (fp, "per-sample")) for fp in fps]
     tasks = sorted({r["task"] for r in shown})
     encoders = sorted({r["encoder"] for r in shown})
@@ -362,6 +361,19 @@ def _sensitivity(cells: dict[tuple, dict[str, Any]], protocols: list[dict[str, A
                             "to": {"protocol": fb, "mode": mb, "label": label_b},
                             "reducer_rows": reducer_rows, "encoder_rows": encoder_rows})
     return comparisons
+
+
+def _comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two protocols that differ in their alpha rule only: the solver (and its dtype) follow the rule, and so may
+    the intercept (each at its rule's default: the CV alpha fits one since protocol 3) or be the same in both."""
+    def rest(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k not in ("alpha", "solver", "dtype", "intercept")}
+
+    def default_intercept(p: dict[str, Any]) -> bool:
+        return bool(p.get("intercept", str(p.get("alpha")) == "cv")) == (str(p.get("alpha")) == "cv")
+
+    same = bool(a.get("intercept")) == bool(b.get("intercept")) or (default_intercept(a) and default_intercept(b))
+    return same and rest(a) == rest(b)
 
 
 def _moves(both: dict[str, tuple[float, float]], *, key: str, **where: str) -> list[dict[str, Any]]:

@@ -1,9 +1,12 @@
 """Write the static leaderboard site: HTML pages whose data sit in ``<script type="application/json">`` blocks,
-one shared stylesheet and script of our own, and plotly.js copied from the installed plotly package.
+one shared stylesheet and scripts of our own, and plotly.js copied from the installed plotly package.
 
-Everything is relative to the output folder (it works opened from disk, with no network). Every name that
-comes from the store (tasks, encoders, reducers, genes, samples, options) is untrusted: HTML gets it through
-``html.escape``, JSON blocks escape ``<``, ``>`` and ``&``, and the script only ever sets ``textContent``.
+Everything is relative to the output folder (it works opened from disk, with no network). A spatial page's spot
+values are not in the page but in one small file per (sample, gene) under ``data/spatial/``, loaded when shown
+(`stbench.leaderboard.slices`); the embedding view's layouts come from the store's cache
+(`stbench.leaderboard.layouts`). Every name that comes from the store (tasks, encoders, reducers, genes,
+samples, options) is untrusted: HTML gets it through ``html.escape``, JSON blocks escape ``<``, ``>`` and ``&``,
+file names are `slug` s, and the script only ever sets ``textContent``.
 
 The site is built in a hidden temporary folder next to the output folder and swapped in whole, so a killed
 build leaves the previous site as it was; the next build removes what the killed one left.
@@ -30,10 +33,10 @@ from stbench.leaderboard.data import PCC_MODES, Leaderboard, load_leaderboard
 from stbench.leaderboard.published import published_tables
 from stbench.tempfiles import clean_stale, is_temp_name, temp_path
 
-__all__ = ["BuildReport", "build_site", "MARKER", "slug"]
+__all__ = ["BuildReport", "build_site", "first_load", "MARKER", "slug"]
 
 MARKER = ".stbench-leaderboard"  # lists the files a build wrote: a rebuild carries over every other file
-ASSETS = ("style.css", "app.js")
+ASSETS = ("style.css", "app.js", "slices.js")
 SYNTHETIC_NOTE = "SYNTHETIC data (bench data demo): these numbers test the pipeline, they say nothing about real tissue."
 ALPHA_RULES = {
     "hest": "α = 100 / (n_features × n_genes), the HEST reference (nearly unregularised)",
@@ -52,6 +55,10 @@ class BuildReport:
     tasks: list[str]
     pages: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    layouts_computed: list[str] = field(default_factory=list)  # "<task>: <representation>" computed by this build
+    layouts_reused: list[str] = field(default_factory=list)  # taken from the store's layout cache
+    spatial_built: int = 0  # spatial pages whose data folder this build wrote
+    spatial_reused: int = 0  # ... that it took from the previous site (same key)
 
 
 def slug(name: str) -> str:
@@ -66,6 +73,17 @@ def json_script(data: Any, element_id: str) -> str:
     for raw, safe in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(raw, safe)
     return f'<script type="application/json" id="{esc(element_id)}">{text}</script>'
+
+
+def first_load(site: Path, page: str) -> tuple[int, list[str]]:
+    """Bytes a browser reads to open ``page`` of the built ``site``, and the files besides the page: the page
+    and every file its HTML names in ``<script src>`` and ``<link href>`` (the slices shown first included),
+    plotly.js left out (one copy for the whole site, cached after the first page)."""
+    site = Path(site)
+    text = (site / page).read_text(encoding="utf-8")
+    names = re.findall(r'<script src="([^"]+)"', text) + re.findall(r'<link rel="stylesheet" href="([^"]+)"', text)
+    files = [html.unescape(n) for n in dict.fromkeys(names) if not n.endswith("plotly.min.js")]
+    return (site / page).stat().st_size + sum((site / f).stat().st_size for f in files), files
 
 
 # -- the output folder -------------------------------------------------------------------------------------
@@ -163,8 +181,10 @@ def _write_assets(w: _Writer) -> None:
 
 # -- shared page parts ------------------------------------------------------------------------------------
 
-def _page(*, title: str, page: str, body: str, data: dict[str, Any], blocks: Iterable[str] = (), synthetic: bool = False,
+def _page(*, title: str, page: str, body: str, data: dict[str, Any], scripts: Iterable[str] = (), synthetic: bool = False,
           nav: list[tuple[str, str]] = (), built_at: str, store_name: str) -> str:  # type: ignore[assignment]
+    """A page: ``data`` in the ``stbench-data`` JSON block, then ``scripts`` (site-relative files: the slice
+    loader and the slices shown first), then app.js."""
     badge = ' <span class="badge badge-synthetic">SYNTHETIC</span>' if synthetic else ""
     banner = f'<p class="banner banner-synthetic"><strong>SYNTHETIC</strong> {esc(SYNTHETIC_NOTE)}</p>' if synthetic else ""
     links = "".join(f'<a href="{esc(href)}">{esc(text)}</a>' for href, text in nav)
@@ -189,7 +209,7 @@ def _page(*, title: str, page: str, body: str, data: dict[str, Any], blocks: Ite
 Self-contained: no network needed. Published reference numbers are labelled <span class="badge badge-published">PUBLISHED</span>
 and are never ranked with ours.</footer>
 {json_script(data, "stbench-data")}
-{"".join(blocks)}
+{"".join(f'<script src="{esc(src)}"></script>' for src in scripts)}
 <script src="assets/app.js"></script>
 </body>
 </html>
@@ -421,75 +441,6 @@ def _task_page(board: Leaderboard, task: str, *, files: dict[str, Any], built_at
                       ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
 
 
-def _spatial_page(board: Leaderboard, task: str, encoder: str, maps: dict[str, Any], *, task_file: str, csv_name: str,
-                  built_at: str, store_name: str) -> str:
-    synthetic = board.tasks[task]["synthetic"]
-    runs = [board.run(r["run_id"]) for r in maps["runs"]]
-    fps = [p["fingerprint"] for p in board.protocols if any(r["protocol_fingerprint"] == p["fingerprint"] for r in runs)]
-    sample_opts = "".join(f'<option value="{i}">{esc(s["id"])}</option>' for i, s in enumerate(maps["samples"]))
-    subsampled = [s for s in maps["samples"] if s["n_shown"] < s["n_spots"]]
-    sub_note = (f'<p class="note">Samples with more than {maps["max_spots"]} spots show a random subset of '
-                f'{maps["max_spots"]} (fixed seed): {_joined(s["id"] for s in subsampled)}.</p>' if subsampled else "")
-    variants = sorted({(r["reducer"], r["variant"]) for r in maps["runs"] if r["variant"]})
-    if variants:
-        sub_note += ('<p class="note">† no run with the default options; the newest variant is shown: '
-                     + "; ".join(f"{esc(red)}: {esc(v)}" for red, v in variants) + ".</p>")
-    extra = (f'<label>Test sample <select id="sample">{sample_opts}</select></label>'
-             '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>')
-    body = f"""<p>Encoder <strong>{esc(encoder)}</strong> on task <a href="{esc(task_file)}">{esc(task)}</a>:
-measured and predicted log1p expression of one gene at the spot coordinates of a test sample, for each reducer
-(default options), under the chosen protocol. Each panel has its own colour scale; its title gives that
-sample's PCC for the gene.</p>
-{_controls(board, fps, extra=extra, modes=False)}
-{sub_note}
-<section class="card"><div class="maps" id="maps"></div></section>
-<section class="card"><h2>Download</h2><p><a href="data/{esc(csv_name)}" download>{esc(csv_name)}</a>: the values
-shown (measured and predicted per spot and gene).</p></section>
-{protocol_card(board, runs, built_at=built_at)}"""
-    blocks = [json_script(maps["truth"][s["id"]], f"truth-{i}") for i, s in enumerate(maps["samples"])]
-    blocks += [json_script(maps["pred"][r["run_id"]].get(s["id"]), f"pred-{j}-{i}")
-               for j, r in enumerate(maps["runs"]) for i, s in enumerate(maps["samples"])]
-    samples = [{k: v for k, v in s.items() if k != "barcodes"} for s in maps["samples"]]
-    data = {"page": "spatial", "task": task, "encoder": encoder, "synthetic": synthetic, "protocols": _protocol_list(board),
-            "default_protocol": fps[0], "samples": samples, "genes": maps["genes"], "runs": maps["runs"],
-            "pcc": maps["pcc"], "reducers": [r["reducer"] for r in maps["runs"]]}
-    return _page(title=f"Spatial maps · {task} · {encoder}", page="spatial", body=body, data=data, blocks=blocks,
-                 synthetic=synthetic, nav=[("index.html", "Leaderboard"), (task_file, f"Task {task}"),
-                                           ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
-
-
-def _embedding_page(board: Leaderboard, task: str, view: dict[str, Any], *, task_file: str, built_at: str,
-                    store_name: str) -> str:
-    synthetic = board.tasks[task]["synthetic"]
-    runs = [r for r in board.included if r["task"] == task and r["encoder"] == view["encoder"]]
-    method = "UMAP (scanpy: 15-NN graph on the top 50 PCs, then sc.tl.umap)" if view["method"] == "umap" else \
-        "t-SNE (scanpy sc.tl.tsne on the top 50 PCs)"
-    notes = "".join(f"<li>{esc(n)}</li>" for n in view["notes"]) + "".join(
-        f'<li class="warn">{esc(n)}</li>' for n in view["warnings"])
-    sub = (f" A random subset of {view['n_shown']} of the {view['n_spots']} spots is shown (fixed seed)."
-           if view["n_shown"] < view["n_spots"] else "")
-    extra = ('<span class="switch" id="colour" role="group" aria-label="colour by">'
-             '<button type="button" data-value="cluster">k-means cluster</button>'
-             '<button type="button" data-value="gene">gene</button></span>'
-             '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>'
-             '<span class="switch" id="layout" role="group" aria-label="layout">'
-             f'<button type="button" data-value="projection">{esc(view["method"].upper())}</button>'
-             '<button type="button" data-value="tissue">tissue coordinates</button></span>')
-    body = f"""<p>Encoder <strong>{esc(view["encoder"])}</strong> on task <a href="{esc(task_file)}">{esc(task)}</a>:
-the test spots of fold 0 (samples {_joined(view["samples"])}) in 2-D by {esc(method)}, coloured by k-means
-cluster (k = {view["k"]}, fitted on each representation's own features, seed {view["seed"]}) or by a gene's
-measured log1p expression. PCA is fitted at build time on fold 0's training spots (StandardScaler then PCA, as the
-pipeline does); BP-Booster is the model the run saved for fold 0, applied unchanged.{esc(sub)}</p>
-{'<ul class="notes">' + notes + '</ul>' if notes else ''}
-<div class="controls">{extra}</div>
-<section class="card"><div class="maps" id="embeddings"></div></section>
-{protocol_card(board, runs, built_at=built_at)}"""
-    data = {"page": "embeddings", "task": task, "synthetic": synthetic, **view}
-    return _page(title=f"Embedding view · {task} · {view['encoder']}", page="embeddings", body=body, data=data,
-                 synthetic=synthetic, nav=[("index.html", "Leaderboard"), (task_file, f"Task {task}"),
-                                           ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
-
-
 # -- CSVs --------------------------------------------------------------------------------------------------
 
 def _published_frame() -> Any:
@@ -503,37 +454,19 @@ def _published_frame() -> Any:
     return pl.DataFrame(rows)
 
 
-def _spatial_frame(board: Leaderboard, maps: dict[str, Any]) -> Any:
-    import polars as pl
-
-    labels = {p["fingerprint"]: p["label"] for p in board.protocols}
-    cols: dict[str, list] = {"sample_id": [], "barcode": [], "x": [], "y": [], "gene": [], "measured": []}
-    run_cols = {r["run_id"]: f"predicted {r['reducer']} [{labels[r['protocol']]}] {r['run_id']}" for r in maps["runs"]}
-    for c in run_cols.values():
-        cols[c] = []
-    for s in maps["samples"]:
-        n = len(s["x"])
-        for gi, gene in enumerate(maps["genes"]):
-            cols["sample_id"] += [s["id"]] * n
-            cols["barcode"] += s["barcodes"]
-            cols["x"] += s["x"]
-            cols["y"] += s["y"]
-            cols["gene"] += [gene] * n
-            cols["measured"] += maps["truth"][s["id"]][gi]
-            for rid, c in run_cols.items():
-                pred = maps["pred"][rid].get(s["id"])
-                cols[c] += pred[gi] if pred else [None] * n
-    return pl.DataFrame(cols, strict=False)
-
-
 # -- the build ----------------------------------------------------------------------------------------------
 
 def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_synthetic: bool = False,
-               embeddings: bool = True, projection: str = "umap", seed: int = 1) -> BuildReport:
+               embeddings: bool = True, projection: str = "umap", seed: int = 1, spatial_csv: bool = True,
+               background: bool = True) -> BuildReport:
     """Build the site for the store at ``store_root`` into ``out``; returns what was written.
 
     Writes a hidden ``.<out>.tmp-...`` folder next to ``out``, then swaps it in whole (see `_swap_in`); files in
     ``out`` that the previous build did not write are carried over. Refuses a non-empty ``out`` that no build wrote.
+    A spatial page's data folder whose key is unchanged is taken from the previous site (`slices.reuse_spatial`);
+    the embedding view's layouts come from the store's cache, computed there where missing
+    (`layouts.ensure_layouts`: writes ``<store>/cache/layouts/``), by a child process on a second CPU while the
+    spatial pages are written (``background``, when the process may use two CPUs), else in this process.
     """
     store_root, out = Path(store_root), Path(out)
     board = load_leaderboard(store_root, include_synthetic=include_synthetic)
@@ -554,7 +487,7 @@ def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_syn
     try:
         w = _Writer(tmp)
         _write_site(w, board, store_root, report, reducer=reducer, embeddings=embeddings, projection=projection,
-                    seed=seed)
+                    seed=seed, previous=target if own else None, spatial_csv=spatial_csv, background=background)
         if target.exists():
             _carry_over(target, tmp, own)
         (tmp / MARKER).write_text(json.dumps(sorted(w.files), indent=0))
@@ -567,9 +500,11 @@ def build_site(store_root: Path, out: Path, *, reducer: str = "pca", include_syn
 
 
 def _write_site(w: _Writer, board: Leaderboard, store_root: Path, report: BuildReport, *, reducer: str,
-                embeddings: bool, projection: str, seed: int) -> None:
+                embeddings: bool, projection: str, seed: int, previous: Path | None = None,
+                spatial_csv: bool = True, background: bool = True) -> None:
     import polars as pl
-    from stbench.leaderboard.maps import embedding_view, spatial_maps
+    from stbench.leaderboard.figures import embedding_page, embedding_views, plan_views, write_spatial_page
+    from stbench.leaderboard.layouts import Background, LayoutReport, cached, spare_cpu
     from stbench.stores import Store
 
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -585,32 +520,58 @@ def _write_site(w: _Writer, board: Leaderboard, store_root: Path, report: BuildR
                                                 "`bench run ... --force` to record them" if not board.has_spot_predictions
                                                 else "no spot predictions stored for this task")}
     with Store(store_root, read_only=True) as st:
+        plans = plan_views(st, board, method=projection, seed=seed) if embeddings else {}
+        # the layouts missing from the store's cache: computed by a child on the second CPU meanwhile
+        missing = [t for t, plan in plans.items() if plan.reason is None and not cached(st, plan)]
+        child = (Background(store_root, missing, include_synthetic=board.excluded_synthetic == 0, method=projection,
+                            seed=seed) if missing and background and spare_cpu() else None)
+        try:
+            for task in board.tasks:
+                files["task_csv"][task] = f"genes-{slug(task)}.csv"
+                ids = [r["run_id"] for r in board.included if r["task"] == task]
+                w.csv(f"data/{files['task_csv'][task]}", frames["genes"].filter(pl.col("run_id").is_in(ids)))
+                for enc in board.tasks[task]["encoders"]:
+                    page = write_spatial_page(w, st, board, task, enc, seed=seed, previous=previous,
+                                              task_file=task_files[task], built_at=built_at, store_name=store_name,
+                                              csv=spatial_csv)
+                    if page is None:
+                        continue
+                    report.spatial_reused += page.reused
+                    report.spatial_built += not page.reused
+                    files["spatial"].setdefault(task, {})[enc] = page.file
+            done = child.finish() if child is not None else None
+        finally:
+            if child is not None:
+                child.stop()
+        layouts = LayoutReport()
+        views = embedding_views(st, board, plans, layouts)  # from the cache; what is still missing, computed here
+        if embeddings:
+            by_child = done.computed if done is not None else []
+            report.layouts_computed = by_child + layouts.computed
+            report.layouts_reused = [x for x in layouts.reused if x not in by_child]
+            report.notes.append(f"embedding view: {len(report.layouts_computed)} layouts computed"
+                                + (" (in a second process)" if by_child else "") + f", {len(report.layouts_reused)} "
+                                f"taken from the store's cache ({store_root / 'cache' / 'layouts'})")
+            if layouts.unwritable or (done is not None and done.unwritable):
+                report.notes.append("the store's layout cache could not be written (read-only?): the next build "
+                                    "computes these layouts again")
         for task in board.tasks:
-            files["task_csv"][task] = f"genes-{slug(task)}.csv"
-            ids = [r["run_id"] for r in board.included if r["task"] == task]
-            w.csv(f"data/{files['task_csv'][task]}", frames["genes"].filter(pl.col("run_id").is_in(ids)))
-            for enc in board.tasks[task]["encoders"]:
-                maps = spatial_maps(st, board, task, enc, seed=seed)
-                if maps is None:
-                    continue
-                name = f"spatial-{slug(task)}-{slug(enc)}"
-                w.csv(f"data/{name}.csv", _spatial_frame(board, maps))
-                w.text(f"{name}.html", _spatial_page(board, task, enc, maps, task_file=task_files[task],
-                                                     csv_name=f"{name}.csv", built_at=built_at, store_name=store_name))
-                files["spatial"].setdefault(task, {})[enc] = f"{name}.html"
             if not embeddings:
                 files["embeddings_reason"][task] = "left out of this build (--no-embeddings)"
                 continue
-            view = embedding_view(st, board, task, method=projection, seed=seed)
+            view = views[task]
             if not view["available"]:
                 files["embeddings_reason"][task] = view["reason"]
                 report.notes.append(f"embedding view of {task}: {view['reason']}")
                 continue
             report.notes += [f"embedding view of {task}: {n}" for n in view["warnings"]]
             name = f"embeddings-{slug(task)}.html"
-            w.text(name, _embedding_page(board, task, view, task_file=task_files[task], built_at=built_at,
-                                         store_name=store_name))
+            w.text(name, embedding_page(board, task, view, task_file=task_files[task], built_at=built_at,
+                                        store_name=store_name))
             files["embeddings"][task] = name
+    if report.spatial_reused:
+        report.notes.append(f"spatial maps: {report.spatial_built} data folders written, {report.spatial_reused} "
+                            "unchanged since the previous build (reused)")
     for task in board.tasks:
         w.text(task_files[task], _task_page(board, task, files=files, built_at=built_at, store_name=store_name))
     w.text("index.html", _index(board, default_reducer=reducer, task_files=task_files, built_at=built_at,

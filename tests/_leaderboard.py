@@ -79,4 +79,9 @@ def evil_store(store_dir: Path, dest: Path) -> Path:
     for table in ("gene_results", "sample_gene_results", "spot_predictions"):
         con.execute(f"UPDATE {table} SET gene = ? WHERE gene = 'G000'", [EVIL])  # noqa: S608
     con.close()
+    import polars as pl
+
+    for path in (dest / "predictions").rglob("*.parquet"):  # spot predictions kept as files (schema m004)
+        df = pl.read_parquet(path)
+        df.with_columns(pl.col("gene").cast(pl.Utf8).replace("G000", EVIL)).write_parquet(path)
     return dest

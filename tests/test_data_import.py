@@ -257,7 +257,8 @@ def _genes(tmp_path: Path, genes: list[str]) -> Path:
 def test_visium_refusals(tmp_path: Path) -> None:
     root = tmp_path / "root"
     outs, image = _spaceranger(tmp_path / "a", diameter=130.0)  # says 0.5 um/px: the grid becomes 50 um
-    with pytest.raises(DataError, match=r"S1: at 0.5 um/px .* neighbouring spots are 50.0 um apart, not 100 um"):
+    with pytest.raises(DataError, match=r"S1: at 0.5 um/px .* neighbouring spots are 50.0 um apart on the array grid, "
+                                           r"not 100 um"):
         import_visium({"S1": outs, "S2": outs}, root, "MINE", images={"S1": image, "S2": image}, genes=["GENE1"])
     outs, image = _spaceranger(tmp_path / "b", extra_barcode=True)
     with pytest.raises(DataError, match=r"S1: 1 of 65 barcodes of filtered_feature_bc_matrix have no spot position"):

@@ -69,12 +69,12 @@ def patches(her2st_task_root: Path) -> np.ndarray:
 
 def _normalise(patches: np.ndarray, spec) -> torch.Tensor:  # noqa: ANN001
     """The spec's preprocessing written out: 224 px patches as they are, or the model card's torchvision
-    Resize(resize_to, bicubic) + CenterCrop(input_size) of PIL images (GigaPath)."""
-    if spec.resize_to:
+    Resize(resize_to or input_size, bicubic) + CenterCrop(input_size) of PIL images (GigaPath, CONCH v1.5)."""
+    if spec.resize_to or spec.input_size != patches.shape[1]:
         from PIL import Image
         from torchvision import transforms
 
-        t = transforms.Compose([transforms.Resize(spec.resize_to, interpolation=transforms.InterpolationMode.BICUBIC),
+        t = transforms.Compose([transforms.Resize(spec.resize_to or spec.input_size, interpolation=transforms.InterpolationMode.BICUBIC),
                                 transforms.CenterCrop(spec.input_size), transforms.ToTensor(),
                                 transforms.Normalize(spec.mean, spec.std)])
         return torch.stack([t(Image.fromarray(p)) for p in patches])
@@ -133,9 +133,9 @@ def test_full_size_architecture_on_meta(name: str) -> None:
 
 
 def _timm_names() -> list[str]:
-    from stbench.encoders.timm_models import ARCHS
+    from stbench.encoders import timm_models, timm_recent
 
-    return sorted(set(ARCHS) & set(REDUCED))
+    return sorted(({*timm_models.ARCHS, *timm_recent.ARCHS}) & set(REDUCED))
 
 
 @pytest.mark.parametrize("name", _timm_names())

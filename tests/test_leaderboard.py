@@ -5,6 +5,7 @@ catalog's rows and every page carries the protocol card."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -12,13 +13,14 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
 from stbench.cli import cli
 from stbench.stores import Catalog
 
-from tests._leaderboard import EVIL, SECOND, evil_store, leaderboard_store, register_encoders
+from tests._leaderboard import BOOSTER, EVIL, SECOND, evil_store, leaderboard_store, register_encoders
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +79,13 @@ def test_build_writes_every_page_and_says_what_it_wrote(site, summary):
     out, output = site
     assert f"from {len(summary)} result sets" in output and "tasks: TINY" in output
     assert "1 variants or older runs on task pages" in output  # the pca n_components=4 run
-    for rel in ("index.html", "assets/plotly.min.js", "assets/app.js", "assets/style.css", "data/results.csv"):
+    for rel in ("index.html", "assets/plotly.min.js", "assets/app.js", "assets/slices.js", "assets/style.css",
+                "data/results.csv"):
         assert (out / rel).is_file(), rel
     assert _task_page(out).exists()
     assert len(list(out.glob("spatial-*.html"))) == 2  # one per encoder
     assert len(list(out.glob("embeddings-*.html"))) == 1
+    assert "embedding view: 3 layouts computed" in output  # raw, pca, booster: into the store's cache
 
 
 def test_pages_are_self_contained(site):
@@ -255,9 +259,10 @@ def test_csv_downloads_hold_the_catalog_rows(site, summary, store):
     published = pl.read_csv(out / "data/published.csv")
     assert set(published["table"]) == {"hest-readme-2024-08-30", "bpbooster-table3"} and published["source"].null_count() == 0
     pages = list(out.glob("spatial-*.html"))
-    for page in pages:  # the spatial CSV: one row per spot and gene, a column per run shown, the stored values
+    for page in pages:  # the spatial CSVs: one per sample, a row per spot and gene, a column per run shown, the stored values
         data = page_data(page)
-        df = pl.read_csv(out / "data" / (page.stem + ".csv"))
+        df = pl.concat([pl.read_csv(out / s["csv"]) for s in data["samples"]])
+        assert set(df["sample_id"]) == {s["id"] for s in data["samples"]}
         run = data["runs"][0]["run_id"]
         stored = spots.filter(pl.col("run_id") == run)
         assert len(df) == len(stored) and len(df.columns) == 6 + len(data["runs"])
@@ -286,7 +291,18 @@ def test_task_page_per_gene_pcc(site, store):
     assert 'id="gene-search"' in _task_page(out).read_text()
 
 
+def read_slice(path: Path) -> tuple[str, dict]:
+    """A slice file's key and data: the file is one call, ``stbenchSlice("<key>", {...});``."""
+    m = re.fullmatch(r'stbenchSlice\(("[^"]*"),(.*)\);\n', path.read_text(), re.S)
+    assert m, path
+    return json.loads(m.group(1)), json.loads(m.group(2))
+
+
 def test_spatial_maps_show_the_stored_predictions(site, store):
+    """A slice holds the stored values to within the 16-bit step; its key is its path; the page names the first
+    sample's slices as scripts and every other slice exists."""
+    from stbench.leaderboard.slices import unpack_u16
+
     out, _ = site
     [page] = [p for p in out.glob("spatial-*.html") if "-b-" not in p.name]
     data = page_data(page)
@@ -296,13 +312,77 @@ def test_spatial_maps_show_the_stored_predictions(site, store):
         spots = cat.spot_predictions([r for (r,) in cat.rows("SELECT run_id FROM runs")], samples=["S1"],
                                      genes=[data["genes"][3]])
     i = [s["id"] for s in data["samples"]].index("S1")
-    truth = page_data(page, f"truth-{i}")[3]
-    run = data["runs"][1]
-    pred = page_data(page, f"pred-1-{i}")[3]
-    mine = spots.filter(pl.col("run_id") == run["run_id"]).sort("barcode")
-    assert truth == pytest.approx(mine["y_true"].round(3).to_list(), abs=1e-3)
-    assert pred == pytest.approx(mine["y_pred"].to_list(), abs=1e-3)
-    assert data["samples"][i]["x"] == pytest.approx(mine["x"].to_list())
+    sample = data["samples"][i]
+    folder = out / "data" / data["folder"] / sample["dir"]
+    key, values = read_slice(folder / f"{data['gene_files'][3]}.js")
+    assert key == f"{data['folder']}/{sample['dir']}/{data['gene_files'][3]}"
+    _, xy = read_slice(folder / "spots.js")
+    n = sample["n_shown"]
+    for j, run in enumerate(data["runs"]):
+        mine = spots.filter(pl.col("run_id") == run["run_id"]).sort("barcode")
+        truth, pred = unpack_u16(values["m"], n), unpack_u16(values["p"][j], n)
+        step_t, step_p = (values["m"][1] - values["m"][0]) / 65534, (values["p"][j][1] - values["p"][j][0]) / 65534
+        assert np.abs(truth - mine["y_true"].to_numpy()).max() <= step_t / 2 + 1e-6
+        assert np.abs(pred - mine["y_pred"].to_numpy()).max() <= step_p / 2 + 1e-6
+        assert pcc_of(store, run["run_id"], "S1", data["genes"][3]) == pytest.approx(data["pcc"][j][i][3], abs=1e-4)
+    x = np.frombuffer(base64.b64decode(xy["x"]), dtype="<f4")
+    assert x.tolist() == pytest.approx(mine["x"].to_list())
+    text = page.read_text()
+    first = f"data/{data['folder']}/{data['samples'][0]['dir']}"
+    assert re.findall(r'<script src="(data/[^"]+)"', text) == [f"{first}/spots.js", f"{first}/{data['gene_files'][0]}.js"]
+    for s in data["samples"]:  # every slice the page can ask for
+        for name in ["spots", *data["gene_files"]]:
+            assert read_slice(out / "data" / data["folder"] / s["dir"] / f"{name}.js")[0].endswith(f"/{s['dir']}/{name}")
+
+
+def test_slice_values_round_trip_within_half_a_step():
+    from stbench.leaderboard.slices import pack_u16, unpack_u16
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(2, 3, size=5000).astype(np.float32)
+    v[::7] = np.nan
+    packed = pack_u16(v)
+    back = unpack_u16(packed, len(v))
+    assert np.array_equal(np.isnan(back), np.isnan(v))
+    step = (packed[1] - packed[0]) / 65534
+    assert np.nanmax(np.abs(back - v)) <= step / 2 * (1 + 1e-6)
+    assert np.nanmin(back) == np.nanmin(v) and np.nanmax(back) == pytest.approx(np.nanmax(v), abs=1e-6)
+    assert pack_u16(np.full(3, np.nan)) is None and np.isnan(unpack_u16(None, 3)).all()
+    assert unpack_u16(pack_u16(np.full(4, 1.5)), 4).tolist() == [1.5] * 4  # a constant: exact
+
+
+def pcc_of(store: Path, run_id: str, sample: str, gene: str) -> float:
+    with Catalog(store / "catalog.duckdb", read_only=True) as cat:
+        return cat.rows("SELECT avg(pcc) FROM sample_gene_results WHERE run_id=? AND sample_id=? AND gene=?",
+                        [run_id, sample, gene])[0][0]
+
+
+def test_first_load_stays_small(site, store):
+    """What a page reads at open (its HTML and the files it names, plotly.js excepted) is bounded by what it shows
+    first, not by all it can show: a spatial page names its first sample's spots and first gene only."""
+    from stbench.leaderboard.site import first_load
+
+    out, _ = site
+    shared = sum((out / "assets" / f).stat().st_size for f in ("app.js", "slices.js", "style.css"))
+    for page in out.glob("*.html"):
+        data = page_data(page)
+        weight, files = first_load(out, page.name)
+        if data["page"] == "spatial":
+            n_runs, n_samples, n_genes = len(data["runs"]), len(data["samples"]), len(data["genes"])
+            n0 = data["samples"][0]["n_shown"]
+            # the page: ~8 KB of text and protocol card, and ~10 bytes per PCC value; the slices: 2 bytes a value
+            # (base64: 8/3), float32 coordinates (16/3 each), ~500 bytes of keys and ranges
+            bound = shared + 8_000 + 10 * n_runs * n_samples * n_genes + 3 * (n_runs + 1) * n0 + 11 * n0 + 800
+            assert len([f for f in files if f.startswith("data/")]) == 2
+            everything = sum(p.stat().st_size for p in (out / "data" / data["folder"]).rglob("*.js"))
+            assert weight - (page.stat().st_size + shared) < everything / 10  # 2 of 63 slices
+        elif data["page"] == "embeddings":
+            n, reps = data["n_shown"], len(data["reps"])
+            bound = shared + 10_000 + n * (reps * 20 + 16 + 7 * len(data["genes"]))
+        else:  # index and task pages: tables of per-run and per-gene numbers
+            n_runs = len(data.get("runs") or [None] * 9)
+            bound = shared + 32_000 + 2_000 * n_runs
+        assert weight <= bound, (page.name, weight, bound)
 
 
 def test_embedding_view_projects_raw_pca_and_booster(site):
@@ -318,6 +398,59 @@ def test_embedding_view_projects_raw_pca_and_booster(site):
         assert set(rep["cluster"]) <= set(range(data["k"])) and all(v is not None for v in rep["x"])
     assert len(data["genes"]) == 20 and all(len(v) == n for v in data["genes"].values())
     assert "fitted at build time" in page.read_text()
+
+
+def test_a_rebuild_after_one_new_run_reuses_the_rest(site, store, tmp_path, monkeypatch):
+    """The layouts sit in the store's cache: after one new run (a newer BP-Booster variant, which the views then
+    show) the rebuild computes that one layout and takes the others from the cache, byte for byte; the spatial
+    folder of the encoder without the run is taken from the previous site. A layout computed again from an empty
+    cache equals the cached one. (t-SNE: the same cache as UMAP, without compiling UMAP in this process.)"""
+    import shutil
+
+    from stbench.leaderboard import layouts
+    from stbench.leaderboard.site import build_site
+    from stbench.protocol import Protocol
+    from stbench.runner import ReducerChoice, run_task
+    from stbench.stores import Store
+    from stbench.tasks import open_task
+
+    out, _ = site
+    copy, old_site = tmp_path / "store", tmp_path / "site"
+    shutil.copytree(store, copy)
+    shutil.copytree(out, old_site)
+    computed: list[tuple[int, int]] = []
+    real = layouts.compute_layout
+    monkeypatch.setattr(layouts, "compute_layout", lambda Z, **kw: computed.append(Z.shape) or real(Z, **kw))
+
+    def build():  # layouts computed in this process (no child), for the spy
+        return build_site(copy, old_site, include_synthetic=True, projection="tsne", background=False)
+
+    first = build()
+    before = page_data(next(old_site.glob("embeddings-*.html")))
+    assert len(computed) == 3 and before["method"] == "tsne" and first.spatial_reused == 2  # nothing new for the maps
+    with Store(copy) as st:
+        run_task(open_task("tiny", store.parent / "data"), "test-tiny-cnn",
+                 [ReducerChoice("bpbooster-random", {**BOOSTER, "epochs": 1})], Protocol.from_options(), st, device="cpu")
+    computed.clear()
+    report = build()
+    after = page_data(next(old_site.glob("embeddings-*.html")))
+    assert report.layouts_computed == ["TINY: bpbooster-random"] and len(computed) == 1
+    assert sorted(report.layouts_reused) == ["TINY: pca", "TINY: raw"]
+    old, new = ({r["name"]: json.dumps(r) for r in d["reps"]} for d in (before, after))
+    assert new["raw"] == old["raw"] and new["pca"] == old["pca"] and new["bpbooster-random"] != old["bpbooster-random"]
+    assert after["layout_keys"]["raw"] == before["layout_keys"]["raw"]
+    assert (report.spatial_built, report.spatial_reused) == (1, 1)  # the encoder with the new run, the other
+    [kept] = [p for p in old_site.glob("spatial-*.html") if "-b-" in p.name]
+    folder = old_site / "data" / page_data(kept)["folder"]
+    assert all(f.read_bytes() == (out / f.relative_to(old_site)).read_bytes() for f in folder.rglob("*") if f.is_file())
+
+    shutil.rmtree(copy / "cache")  # the same layouts computed again
+    computed.clear()
+    report = build()
+    again = page_data(next(old_site.glob("embeddings-*.html")))
+    assert len(computed) == 3 and report.layouts_reused == []
+    assert json.dumps(again["reps"]) == json.dumps(after["reps"]) and again["layout_keys"] == after["layout_keys"]
+    assert report.spatial_reused == 2  # nothing changed
 
 
 def test_published_rows_are_labelled_and_never_ranked(site):
@@ -385,6 +518,16 @@ def test_rebuild_replaces_its_own_files_only(store, tmp_path):
     assert (out / "task-stale.html").exists() and page_data(out / "index.html")["default_reducer"] == "identity"
     r = CliRunner().invoke(cli, [*args[:-2], "--reducer", "umap", "--out", str(out)])
     assert r.exit_code != 0 and "no result sets with that reducer" in r.output
+
+
+def test_spatial_csvs_can_be_left_out(store, tmp_path):
+    out = tmp_path / "site"
+    r = CliRunner().invoke(cli, ["leaderboard", "build", "--store", str(store), "--include-synthetic", "--no-embeddings",
+                                 "--no-spatial-csv", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert not list((out / "data" / "spatial").rglob("*.csv")) and list((out / "data" / "spatial").rglob("*.js"))
+    for page in out.glob("spatial-*.html"):
+        assert "--no-spatial-csv" in page.read_text() and all(s["csv"] is None for s in page_data(page)["samples"])
 
 
 def test_a_folder_holding_only_debris_is_built_into(store, tmp_path):

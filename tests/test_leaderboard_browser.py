@@ -9,6 +9,7 @@ Install: ``pip install playwright`` and ``apt-get install chromium`` (``STBENCH_
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -74,10 +75,12 @@ class Watched:
         self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
         self.errors: list[str] = []
         self.requests: list[str] = []
+        self.files: list[str] = []  # every file:// URL the page asked for, in order
         self.dialogs: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else self.requests.append(r.url))
+        self.page.on("request", lambda r: self.files.append(r.url) if r.url.startswith("file:") else
+                     None if r.url.startswith("data:") else self.requests.append(r.url))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
     def open(self, path: Path):
@@ -169,4 +172,61 @@ def test_task_spatial_and_embedding_pages(browser, site, artifacts):
     page.locator("#layout button", has_text="tissue").click()
     assert page.locator("#embeddings .panel:has(.main-svg)").count() == 3
     page.screenshot(path=str(artifacts / "leaderboard-embeddings.png"), full_page=True)
+    w.check_clean()
+
+
+def _drawn(page) -> list[list[float | None]]:
+    """The colour values of every panel drawn on the spatial page (plotly keeps a div's traces in ``.data``)."""
+    return page.evaluate("Array.from(document.querySelectorAll('#maps .panel')).map(d => d.data[0].marker.color)")
+
+
+def test_spatial_page_loads_one_slice_per_choice(browser, site, artifacts):
+    """Opened from disk, the spatial page reads its first sample's spots and first gene only; choosing a gene
+    loads that gene's slice, choosing a sample that sample's spots and gene, and draws the values they hold."""
+    from stbench.leaderboard.slices import unpack_u16
+
+    from tests.test_leaderboard import page_data, read_slice
+
+    [spatial] = [p for p in site.glob("spatial-tiny-*-test-tiny-cnn-*.html")]
+    data = page_data(spatial)
+    w = Watched(browser)
+    page = w.open(spatial)
+    folder = site / "data" / data["folder"]
+
+    def slice_files() -> list[str]:
+        return [u.split("/data/", 1)[1] for u in w.files if "/data/spatial/" in u]
+
+    def expect(sample: int, gene: int) -> None:
+        s = data["samples"][sample]
+        key = f"{data['folder']}/{s['dir']}/{data['gene_files'][gene]}"
+        page.wait_for_selector(f"#maps[data-drawn='{key}']", timeout=10_000)
+        _, values = read_slice(folder / s["dir"] / f"{data['gene_files'][gene]}.js")
+        hest = [j for j, r in enumerate(data["runs"]) if r["protocol"] == data["default_protocol"]]
+        want = [unpack_u16(values["m"], s["n_shown"])] + [unpack_u16(values["p"][j], s["n_shown"]) for j in hest]
+        got = _drawn(page)
+        assert len(got) == len(want) == 4  # measured; identity, pca, booster
+        for g, v in zip(got, want):
+            assert [x is None for x in g] == [math.isnan(x) for x in v]
+            assert [x for x in g if x is not None] == pytest.approx([x for x in v if not math.isnan(x)], abs=1e-9)
+
+    first = data["samples"][0]["dir"]
+    assert slice_files() == [f"{data['folder']}/{first}/spots.js", f"{data['folder']}/{first}/{data['gene_files'][0]}.js"]
+    expect(0, 0)
+    page.fill("#gene", data["genes"][3])
+    expect(0, 3)
+    assert slice_files()[2:] == [f"{data['folder']}/{first}/{data['gene_files'][3]}.js"]
+    page.select_option("#sample", "2")
+    expect(2, 3)
+    third = data["samples"][2]["dir"]
+    assert slice_files()[3:] == [f"{data['folder']}/{third}/spots.js", f"{data['folder']}/{third}/{data['gene_files'][3]}.js"]
+    assert page.get_attribute("#csv-link", "href") == data["samples"][2]["csv"]
+    evil = data["genes"].index(EVIL)  # the gene named like a script: its file is a slug, its name stays text
+    page.fill("#gene", EVIL)
+    expect(2, evil)
+    assert slice_files()[5:] == [f"{data['folder']}/{third}/{data['gene_files'][evil]}.js"]
+    assert EVIL in page.locator("#maps .panel .gtitle").first.text_content()
+    page.select_option("#protocol", label="CV α")  # the same slice, other runs: nothing new to load
+    page.wait_for_function("document.querySelectorAll('#maps .panel').length === 3")  # measured; identity, pca
+    assert len(slice_files()) == 6
+    page.screenshot(path=str(artifacts / "leaderboard-spatial-slices.png"), full_page=True)
     w.check_clean()

@@ -182,8 +182,8 @@ def test_without_ray_the_error_says_how_to_install_it(root, tmp_path, monkeypatc
         require_ray()
     result = CliRunner().invoke(cli, ["run", "--data-root", str(root), "--store", str(tmp_path / "s"), "--no-progress",
                                       "--task", "tiny", "--encoder", "test-tiny-cnn", "--executor", "ray"])
-    assert result.exit_code == 1, result.output
-    assert result.output.strip() == 'Error: the Ray executor needs ray, an optional extra: pip install "stbench[ray]"'
+    assert result.exit_code == 4, result.output
+    assert result.output.strip() == 'Error: the Ray executor needs ray, an optional extra (fix: pip install "stbench[ray]")'
     assert not (tmp_path / "s").exists()
 
 

@@ -40,7 +40,8 @@ def cli(verbose: int) -> None:
       bench data import her2st --source DIR       # real HER2+ sections -> a HEST-layout task
       bench run --task her2st --reducer identity,pca --alpha cv
       bench run --encoder uni --reducer pca --task luad --data-root /data/hest-bench
-      bench run --task her2st --reducer bpbooster-gp --gene-sets h.all.v7.0.symbols.gmt
+      bench run --task her2st --reducer bpbooster-gp --gene-sets ../shared/data/genesets/h.all.v7.0.symbols.gmt
+      bench doctor --task luad --encoder uni --reducer bpbooster-gp   # what a run needs, without running it
       bench explain --task her2st --fold 0             # pathways the fitted booster attends to
       bench ablate --task her2st --alpha cv            # the BP-Booster paper's ablation table
       bench results --task her2st --format csv
@@ -60,10 +61,11 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from stbench.cli import booster, data, embeddings, leaderboard, listing, run, store
+    from stbench.cli import booster, data, doctor, embeddings, leaderboard, listing, run, store
 
     cli.add_command(run.run)
     cli.add_command(run.results)
+    cli.add_command(doctor.doctor)
     cli.add_command(listing.list_group)
     cli.add_command(data.data_group)
     cli.add_command(booster.explain)

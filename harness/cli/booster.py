@@ -148,9 +148,16 @@ def ablate(tasks, encoder_names, rows, list_rows, reducer_opts, gene_sets, genes
         shared = {k: v for k, v in extra.items() if k in fields[r.reducer]} if r.reducer.startswith("bpbooster") else {}
         choices.append(ReducerChoice(r.reducer, {**shared, **r.options}))
     protocol = _protocol(genes, solver, alpha, intercept, seed)
-    results = execute(_split_names(tasks) or ["DEMO"], _split_names(encoder_names) or ["efficientnet-lite0"], choices,
-                      protocol, data_root=data_root, store=store, progress=progress, weights=weights,
-                      batch_size=batch_size, device=device, compile=compile_, force=force)
+    from stbench.cli.doctor import check_before_run
+    from stbench.network import offline_while
+
+    task_list, encoder_list = _split_names(tasks) or ["DEMO"], _split_names(encoder_names) or ["efficientnet-lite0"]
+    reach = check_before_run(task_list, encoder_list, choices, data_root=data_root, store=store, weights=weights,
+                             device=device)  # every missing piece at once, before any work
+    with offline_while(reach):
+        results = execute(task_list, encoder_list, choices, protocol, data_root=data_root, store=store,
+                          progress=progress, weights=weights, batch_size=batch_size, device=device, compile=compile_,
+                          force=force)
     print_results(results, title="Ablation runs")
     n = len(chosen)
     for start in range(0, len(results), n):

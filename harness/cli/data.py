@@ -107,7 +107,8 @@ def _report(path: Path, name: str) -> None:
 
     meta = json.loads((path / "task.json").read_text())
     for sid, info in meta.get("samples", {}).items():
-        low = " (low-resolution image: patches are upsampled)" if info.get("lowres") else ""
+        factor = f" {info['upsampled']:g}x" if info.get("upsampled") else ""
+        low = f" (low-resolution image: patches are upsampled{factor})" if info.get("lowres") else ""
         um = info.get("image_um_per_px", info.get("um_per_px"))
         click.echo(f"{sid}: {info.get('n_spots')} patches cut at {um:.4g} um/px{low}")
     click.echo(f"{name}: written to {path} (split {meta['split']}, {meta['n_genes_common']} genes); "
@@ -118,7 +119,8 @@ def _report(path: Path, name: str) -> None:
 @click.option("--sample", "samples", multiple=True, required=True, metavar="ID=PATH",
               help="A sample id and its spaceranger outs/ folder; repeat for each sample.")
 @click.option("--image", "images", multiple=True, metavar="ID=PATH",
-              help="The full-resolution H&E (TIFF, JPEG or PNG) given to spaceranger for that sample.")
+              help="The full-resolution H&E given to spaceranger for that sample: TIFF (tiled, pyramidal, BigTIFF, "
+                   "SVS, NDPI: read region by region), JPEG or PNG.")
 @click.option("--allow-lowres", is_flag=True,
               help="Without --image, cut patches from spatial/tissue_hires_image.png (else lowres) "
                    "at its coarser pixel size.")
@@ -149,8 +151,11 @@ def import_visium_cmd(samples: tuple[str, ...], images: tuple[str, ...], allow_l
               help="Counts: h5ad (obs_names = ids) or CSV/TSV/parquet with the ids in --id-col or the first column.")
 @click.option("--pixel-size", "pixel_sizes", multiple=True, required=True, metavar="UM|ID=UM",
               help="um per pixel of the images: one value for all, or ID=UM per sample.")
-@click.option("--x-col", default="x", show_default=True, help="Column of x (image column) in pixels.")
-@click.option("--y-col", default="y", show_default=True, help="Column of y (image row) in pixels.")
+@click.option("--x-col", default="x", show_default=True, help="Column of x (image column), in --coords units.")
+@click.option("--y-col", default="y", show_default=True, help="Column of y (image row), in --coords units.")
+@click.option("--coords", type=click.Choice(["px", "um"]), default="px", show_default=True,
+              help="Units of --x-col/--y-col: image pixels, or micrometres from the image's origin (Xenium "
+                   "cells.parquet x_centroid/y_centroid, HEST-1k), divided by --pixel-size.")
 @click.option("--id-col", default="id", show_default=True, help="Column of the cell/spot id (matches the counts).")
 @click.option("--patient-col", default=None, help="Column of the table holding the patient (one per sample).")
 @click.option("--spot-pitch", type=float, default=None,
@@ -158,7 +163,8 @@ def import_visium_cmd(samples: tuple[str, ...], images: tuple[str, ...], allow_l
                    "checks --pixel-size.")
 @_task_options
 def import_table_cmd(samples: tuple[str, ...], images: tuple[str, ...], counts: tuple[str, ...],
-                     pixel_sizes: tuple[str, ...], x_col: str, y_col: str, id_col: str, patient_col: str | None,
+                     pixel_sizes: tuple[str, ...], x_col: str, y_col: str, coords: str, id_col: str,
+                     patient_col: str | None,
                      spot_pitch: float | None, name: str, split: str | None, patients: str | None,
                      genes_file: str | None, max_background: float, overwrite: bool, data_root: str | None) -> None:
     """Import cell or spot tables (Xenium cells, bins, any platform) with counts and H&E as a task."""
@@ -177,7 +183,7 @@ def import_table_cmd(samples: tuple[str, ...], images: tuple[str, ...], counts: 
         {k: Path(v) for k, v in _pairs(samples, "--sample").items()},
         {k: Path(v) for k, v in _pairs(images, "--image").items()},
         {k: Path(v) for k, v in _pairs(counts, "--counts").items()},
-        resolve_root(data_root), name, pixel_size=sizes, x_col=x_col, y_col=y_col, id_col=id_col,
+        resolve_root(data_root), name, pixel_size=sizes, x_col=x_col, y_col=y_col, coords=coords, id_col=id_col,
         patient_col=patient_col, spot_pitch=spot_pitch, max_background=max_background, overwrite=overwrite,
         progress=err_console().is_terminal, **_task_args(split, patients, genes_file, has_patients=bool(patient_col)),
     )

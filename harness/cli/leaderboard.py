@@ -22,12 +22,16 @@ def _build_options(f):  # noqa: ANN001, ANN202
                      help="Build the embedding view (2-D projections of raw, PCA and BP-Booster embeddings; the slow part)."),
         click.option("--projection", type=click.Choice(["umap", "tsne"]), default="umap", show_default=True,
                      help="2-D projection of the embedding view (scanpy)."),
+        click.option("--spatial-csv/--no-spatial-csv", default=True, show_default=True,
+                     help="Write the spatial maps' values as CSV downloads, one per test sample (at the HEST grid's "
+                          "size most of the site's bytes)."),
     )):
         f = decorator(f)
     return f
 
 
-def _build(out: str, store: str | None, reducer: str, include_synthetic: bool, embeddings: bool, projection: str) -> Path:
+def _build(out: str, store: str | None, reducer: str, include_synthetic: bool, embeddings: bool, projection: str,
+           spatial_csv: bool = True) -> Path:
     quiet_library_warnings()
     from rich.markup import escape
     from stbench.leaderboard import build_site
@@ -36,7 +40,7 @@ def _build(out: str, store: str | None, reducer: str, include_synthetic: bool, e
     root = store_root(store)
     err_console().print(f"Building the leaderboard from {escape(str(root))} ...")
     report = build_site(root, Path(out), reducer=reducer, include_synthetic=include_synthetic, embeddings=embeddings,
-                        projection=projection)
+                        projection=projection, spatial_csv=spatial_csv)
     shown = f"{report.n_shown} in the main views, {report.n_runs - report.n_shown} variants or older runs on task pages"
     console().print(f"wrote {len(report.pages)} pages to {escape(str(report.out))} from {report.n_runs} result sets "
                     f"({shown}; tasks: {escape(', '.join(report.tasks))})")
@@ -67,9 +71,9 @@ def leaderboard_group() -> None:
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False),
               help="Folder to write the site to (a previous build there is replaced).")
 @_build_options
-def build_cmd(out, store, reducer, include_synthetic, embeddings, projection):  # noqa: ANN001, ANN201
+def build_cmd(out, store, reducer, include_synthetic, embeddings, projection, spatial_csv):  # noqa: ANN001, ANN201
     """Write the self-contained site (no CDN, no network) from the store's complete runs."""
-    _build(out, store, reducer, include_synthetic, embeddings, projection)
+    _build(out, store, reducer, include_synthetic, embeddings, projection, spatial_csv)
 
 
 @leaderboard_group.command("layouts")
@@ -100,14 +104,14 @@ def layouts_cmd(store, include_synthetic, projection):  # noqa: ANN001, ANN201
 @click.option("--build/--no-build", "build", default=None,
               help="Rebuild the site before serving. [default: build only when the folder has no site]")
 @_build_options
-def serve_cmd(out, port, build, store, reducer, include_synthetic, embeddings, projection):  # noqa: ANN001, ANN201, PLR0913
+def serve_cmd(out, port, build, store, reducer, include_synthetic, embeddings, projection, spatial_csv):  # noqa: ANN001, ANN201, PLR0913
     """Serve the site on http://127.0.0.1:PORT/ (local only) until Ctrl-C."""
     from stbench.errors import StbenchError
     from stbench.leaderboard import serve
 
     site = Path(out)
     if build or (build is None and not (site / "index.html").exists()):
-        _build(out, store, reducer, include_synthetic, embeddings, projection)
+        _build(out, store, reducer, include_synthetic, embeddings, projection, spatial_csv)
     elif not (site / "index.html").exists():
         raise StbenchError(f"no site in {site}: run `bench leaderboard build --out {out}` first, or drop --no-build")
     try:

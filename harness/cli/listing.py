@@ -15,22 +15,23 @@ def list_group() -> None:
     """List encoders, reducers or tasks."""
 
 
-def _emit(rows: list[dict], as_json: bool, title: str, notes: list[str] = (), *, wide: tuple[str, ...] = ()) -> None:  # type: ignore[assignment]
-    """Print rows as a table (columns in ``wide`` only in --json) or as JSON."""
+def _emit(rows: list[dict], as_json: bool, title: str, notes: list[str] = (), *, wide: tuple[str, ...] = (),  # type: ignore[assignment]
+          show_all: bool = False, optional: tuple[str, ...] = ()) -> None:
+    """Print rows as JSON, or as a table that fits the terminal without cutting names (`stbench.cli._tables`):
+    columns in ``wide`` only with ``show_all`` (--wide) or in --json; ``optional`` ones left out, in order,
+    where the terminal is too narrow."""
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    rows = [{k: v for k, v in r.items() if k not in wide} for r in rows]
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for col in rows[0] if rows else ["(none)"]:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*[escape(str(v)) for v in row.values()])
-    console().print(table)
-    for note in notes:
+    from stbench.cli._tables import print_table
+
+    columns = [c for c in (rows[0] if rows else ["(none)"]) if show_all or c not in wide]
+    dropped = print_table(columns, [[r[c] for c in columns] for r in rows], title=title, wide=show_all,
+                          names=("name", "task"), numbers=("dim", "samples", "folds", "genes"), optional=optional)
+    hidden = [c for c in (rows[0] if rows else []) if c not in columns] + dropped
+    for note in notes + ([f"not shown: {', '.join(hidden)} (--wide or --json shows every column)"] if hidden else []):
         console().print(escape(note))
 
 
@@ -43,9 +44,18 @@ def _input(spec) -> str:  # noqa: ANN001 - an EncoderSpec
     return f"{spec.input_size} ({spec.resample} {spec.interpolation} {size}{crop})"
 
 
+def _input_short(spec) -> str:  # noqa: ANN001 - an EncoderSpec
+    if spec.resample == "torch" and not spec.resize_to:
+        return str(spec.input_size)
+    size = spec.resize_to or spec.input_size
+    resized = f"{size}>{spec.input_size}" if size != spec.input_size else str(size)
+    return resized + (" PIL" if spec.resample == "pil" else "")
+
+
 @list_group.command("encoders")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_encoders_cmd(as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Every column (weights source, fingerprint, code, aliases), at full width.")
+def list_encoders_cmd(as_json: bool, wide: bool) -> None:
     """Registered encoders (built-in and from plugins), with whether their weights are on this machine."""
     from stbench.encoders import encoders, list_encoders
 
@@ -63,8 +73,14 @@ def list_encoders_cmd(as_json: bool) -> None:
             "licence": s.license, "needs": s.requires or "", "origin": encoders.origin(s.name),
         })
     notes = [f"plugin {f.name!r} ({f.target}) failed to load: {f.error}" for f in encoders.failures]
-    hidden = ("aliases", "origin") + (() if any(r["needs"] for r in rows) else ("needs",))
-    _emit(rows, as_json, "Encoders", notes, wide=hidden)
+    if not as_json and not wide:  # the table's short form; --json and --wide say how in full
+        for row, enc in zip(rows, list_encoders()):
+            row["input"] = _input_short(enc.spec)
+        if any("PIL" in r["input"] for r in rows):
+            notes.append("input: PIL = resized with PIL as the reference code does; 256>224 = resized to 256, "
+                         "centre-cropped to 224")
+    hidden = ("aliases", "fingerprint", "weights", "code", "origin") + (() if any(r["needs"] for r in rows) else ("needs",))
+    _emit(rows, as_json, "Encoders", notes, wide=hidden, show_all=wide, optional=("licence", "input"))
 
 
 @list_group.command("reducers")

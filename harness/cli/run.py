@@ -339,7 +339,7 @@ def _run_plan(plan, *, store, progress, keep_going: bool, on_cell=None, **run_kw
 
     for note in plan.notes:
         err_console().print(f"[yellow]Note:[/] {escape(note)}")
-    with Store(store_root(store)) as st, make_progress(enabled=show_progress(progress)) as bar:
+    with Store(store_root(store)) as st, make_progress(enabled=show_progress(progress), log=progress is None) as bar:
         return run_grid(plan, st, progress=bar, keep_going=keep_going,
                         on_cell=None if on_cell is None else (lambda o: on_cell(bar, o)), **run_kw)
 
@@ -447,11 +447,7 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
     quiet_library_warnings()
     from stbench.errors import StbenchError
 
-    if executor == "ray":
-        from stbench.executors import require_ray
-
-        require_ray()  # before any work: a missing extra is a one-line error
-    elif address or _given("gpus_per_task"):
+    if executor != "ray" and (address or _given("gpus_per_task")):  # a missing ray: the preflight below says so
         raise StbenchError("--address and --gpus-per-task apply to --executor ray")
     from stbench.grid import (CellsFailed, GridFile, make_spec, plan_grid, protocol_variants, read_grid_file,
                               weights_by_encoder)
@@ -476,6 +472,12 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
 
     from_env = click.get_current_context().get_parameter_source("threads") == ParameterSource.ENVIRONMENT
     n_threads, why = resolve_threads(threads, source=THREADS_ENV if from_env else "--threads")
+    from stbench.cli.doctor import check_before_run
+    from stbench.network import offline_while
+
+    reach = check_before_run(task_names, encoder_list, choices, data_root=data_root, store=store, device=device,
+                             weights=[f"{k}={v}" for k, v in spec_file.weights or ()] + list(weights),
+                             executor=executor)  # every missing piece at once, before any work
     root = _data_root(task_names, data_root)
     spec = make_spec(task_names, encoder_list, choices, protocols, root, pcc=pcc, store=store_root(store),
                      precision=precision)
@@ -486,7 +488,7 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
             bar.console.print(_cell_line(outcome, spec.protocols), soft_wrap=True)
 
     console().print(f"[dim]threads: {n_threads} ({why})[/]")  # a header line: the run's log records it
-    with use_threads(n_threads):
+    with use_threads(n_threads), offline_while(reach):  # hub unreachable: cached weights load without retries
         outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights_map,
                              batch_size=batch_size, device=device, compile=compile_, force=force, executor=executor,
                              address=address, gpus_per_task=gpus_per_task)
@@ -512,8 +514,9 @@ def _split_genes(value: str) -> list[str]:
 @click.option("--export", type=click.Path(dir_okay=False), default=None,
               help="Also write the rows to a .parquet or .csv file (polars).")
 @click.option("--all", "include_incomplete", is_flag=True, help="Include runs that did not complete.")
+@click.option("--wide", is_flag=True, help="Every column (fingerprints, run ids, options), at full width.")
 @store_option
-def results(task, encoder, reducer, per_gene, fmt, export, include_incomplete, store):  # noqa: ANN001, ANN201
+def results(task, encoder, reducer, per_gene, fmt, export, include_incomplete, wide, store):  # noqa: ANN001, ANN201
     """Show and filter results stored in the catalog."""
     from stbench.settings import store_root
     from stbench.stores import Catalog
@@ -536,30 +539,36 @@ def results(task, encoder, reducer, per_gene, fmt, export, include_incomplete, s
     elif fmt == "json":
         click.echo(df.write_json())
     else:
-        _print_frame(df, synthetic=not per_gene and bool(df["synthetic"].any()) if len(df) else False)
+        _print_frame(df, synthetic=not per_gene and bool(df["synthetic"].any()) if len(df) else False, wide=wide)
 
 
-def _print_frame(df, *, synthetic: bool) -> None:  # noqa: ANN001
-    from rich.markup import escape
-    from rich.table import Table
+def _print_frame(df, *, synthetic: bool, wide: bool = False) -> None:  # noqa: ANN001
+    """The rows as a table that fits the terminal (`stbench.cli._tables`); ``wide``: every column."""
+    from stbench.cli._tables import print_table, results_rows
 
     if len(df) == 0:
         console().print("no results match")
         return
-    table = Table()
-    hidden = {"reducer_options", "weights_fingerprint", "protocol_fingerprint", "stbench_version", "finished_at", "run_id"}
-    cols = [c for c in df.columns if c not in hidden] if "pcc_mean" in df.columns else df.columns
-    for c in cols:
-        table.add_column(c)
-    if "weights_fingerprint" in df.columns and "encoder" in cols:
-        import polars as pl
-
-        from stbench.encoders.weights import encoder_label
-
-        df = df.with_columns(pl.struct("encoder", "weights_fingerprint").map_elements(
-            lambda s: encoder_label(s["encoder"], s["weights_fingerprint"]), return_dtype=pl.String).alias("encoder"))
-    for row in df.select(cols).iter_rows():
-        table.add_row(*[_fmt(v) if isinstance(v, float) else escape(str(v)) for v in row])
-    console().print(table)
+    notes: list[str] = []
+    if wide:
+        columns, rows = df.columns, [[_fmt(v) if isinstance(v, float) else v for v in row] for row in df.iter_rows()]
+    elif "pcc_mean" in df.columns:
+        columns, rows, notes = results_rows(df)
+    else:  # per-gene rows
+        columns = [c for c in ("task", "encoder", "reducer", "fold", "gene", "pcc", "mse", "n_test") if c in df.columns]
+        rows = [[_fmt(v) if isinstance(v, float) else v for v in row] for row in df.select(columns).iter_rows()]
+    dropped = print_table(columns, rows, names=("task", "encoder", "reducer", "gene"), wide=wide,
+                          numbers=("folds", "PCC mean ± std", "MSE", "mean MSE", "NaN", "fold", "pcc", "mse", "n_test"),
+                          optional=("NaN", "mean MSE", "n_test", "folds", "MSE", "mse"))
+    notes.append(f"not shown at this width: {', '.join(dropped)}; --wide shows every column" if dropped else
+                 "--wide (or --format csv) shows every column")
+    for note in notes:
+        console().print(f"[dim]{escape_text(note)}[/]")
     if synthetic:
-        console().print(f"[bold yellow]Rows marked synthetic: {SYNTHETIC_NOTE}[/]")
+        console().print(f"[bold yellow]* synthetic rows: {SYNTHETIC_NOTE}[/]")
+
+
+def escape_text(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

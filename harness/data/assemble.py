@@ -21,6 +21,7 @@ from stbench.data.layout import (
     PATCH_PX,
     TARGET_UM_PER_PX,
     TaskWriter,
+    check_name,
     image_size,
     iter_patches,
     kfold_groups,
@@ -29,6 +30,7 @@ from stbench.data.layout import (
     progress,
 )
 from stbench.errors import DataError, StbenchError
+from stbench.expression import check_counts, unique_genes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,13 +39,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SampleSource", "write_task", "make_folds", "read_patients", "nearest_neighbour_um", "check_pitch",
-    "check_inside", "check_name", "MAX_BACKGROUND",
+    "check_inside", "check_name", "check_source_resolution", "MAX_BACKGROUND", "COARSE_UM_PER_PX",
 ]
 
 log = logging.getLogger("stbench")
 
 MAX_BACKGROUND = 0.5  # default: refuse a sample when more than half of its patches are glass
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+COARSE_UM_PER_PX = 1.0  # a source coarser than this is upsampled over 2x into 0.5 um/px patches: said and recorded
 
 
 @dataclass
@@ -66,17 +68,11 @@ class SampleSource:
     patient: str | None = None
     image_scale: float = 1.0
     info: dict = field(default_factory=dict)  # per-sample entries of task.json
+    counts_file: Path | None = None  # where ``counts`` were read, named when they are refused
 
     @property
     def image_um_per_px(self) -> float:
         return self.um_per_px / self.image_scale
-
-
-def check_name(kind: str, name: str) -> str:
-    """Task and sample names become file names: letters, digits, ``_ . -``."""
-    if not _NAME.fullmatch(name):
-        raise StbenchError(f"{kind} name {name!r} must be letters, digits, '_', '.' or '-' (it becomes a file name)")
-    return name
 
 
 def nearest_neighbour_um(centres: np.ndarray, um_per_px: float) -> float:
@@ -90,14 +86,16 @@ def nearest_neighbour_um(centres: np.ndarray, um_per_px: float) -> float:
     return float(np.median(dist[:, 1]) * um_per_px)
 
 
-def check_pitch(sample: str, centres: np.ndarray, um_per_px: float, expected_um: float, source: str,
-                *, tolerance: float = 0.15) -> float:
-    """Refuse a pixel size under which the spots are not ``expected_um`` apart (within ``tolerance``)."""
-    pitch = nearest_neighbour_um(centres, um_per_px)
+def check_pitch(sample: str, centres: np.ndarray | None, um_per_px: float, expected_um: float, source: str,
+                *, tolerance: float = 0.15, pitch_px: float | None = None) -> float:
+    """Refuse a pixel size under which the spots are not ``expected_um`` apart (within ``tolerance``): the
+    pitch in pixels as given (``pitch_px``, e.g. fitted on an array grid), else the centres' nearest neighbours."""
+    pitch = pitch_px * um_per_px if pitch_px is not None else nearest_neighbour_um(centres, um_per_px)
     if np.isfinite(pitch) and abs(pitch / expected_um - 1) > tolerance:
+        where = " on the array grid" if pitch_px is not None else ""
         raise DataError(
             None,
-            f"{sample}: at {um_per_px:.4g} um/px ({source}) neighbouring spots are {pitch:.1f} um apart, "
+            f"{sample}: at {um_per_px:.4g} um/px ({source}) neighbouring spots are {pitch:.1f} um apart{where}, "
             f"not {expected_um:g} um: the pixel size does not match the spot grid",
         )
     return pitch
@@ -156,18 +154,35 @@ def make_folds(
     return kfold_groups({s: (patients[s] if patients else s) for s in samples}, int(m.group(1)))
 
 
+def check_source_resolution(sample: SampleSource) -> None:
+    """Say (a warning) and record in the sample's task.json entry when its image is coarser than
+    `COARSE_UM_PER_PX`: its 112 um patches are fewer pixels than 224, upsampled."""
+    um = sample.image_um_per_px
+    if um <= COARSE_UM_PER_PX:
+        return
+    factor = um / TARGET_UM_PER_PX
+    log.warning("%s: %s is %.3g um/px, coarser than %g um/px: each 112 um patch is %d px, upsampled %.1fx to %d px",
+                sample.id, sample.image, um, COARSE_UM_PER_PX, patch_boxes(np.zeros((1, 2)), um)[0], factor, PATCH_PX)
+    sample.info.update(lowres=True, image_um_per_px=round(um, 5), upsampled=round(factor, 2))
+
+
+def _columns(sample: SampleSource, genes: list[str]) -> list[int]:
+    """The count columns of ``genes`` in the sample (the first occurrence if a symbol repeats)."""
+    first: dict[str, int] = {}
+    for i, g in enumerate(sample.genes):
+        first.setdefault(g, i)
+    return [first[g] for g in genes]
+
+
 def _to_anndata(sample: SampleSource, genes: list[str]) -> AnnData:
     """Raw counts of the sample's spots for ``genes`` (float32 CSR, integer-valued), obs from the source."""
     import anndata as ad
     import pandas as pd
 
-    first: dict[str, int] = {}
-    for i, g in enumerate(sample.genes):  # first occurrence if a symbol repeats
-        first.setdefault(g, i)
     obs = sample.obs.copy()
     obs.index = pd.Index([str(b) for b in sample.barcodes])
     adata = ad.AnnData(
-        X=sample.counts[:, [first[g] for g in genes]].astype(np.float32),
+        X=sample.counts[:, _columns(sample, genes)].astype(np.float32),
         obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)),
     )
     adata.obsm["spatial"] = np.asarray(sample.centres, dtype=np.float64)
@@ -223,11 +238,17 @@ def write_task(
         raise StbenchError(f"sample ids repeat: {sorted(i for i in set(ids) if ids.count(i) > 1)}")
     writer = TaskWriter(Path(root), name, overwrite=overwrite)  # fails now if the task exists
     folds = make_folds(split, ids, patients)
+    if genes is not None:
+        genes = unique_genes(genes, "--genes")
     common = _choose_genes(samples, genes)
     for s in samples:
         if not s.barcodes:
             raise DataError(None, f"{s.id}: no spots to import")
+        # the counts that will be written: finite and non-negative, else refused naming the file
+        check_counts(s.counts[:, _columns(s, common)], s.counts_file, obs_names=s.barcodes,
+                     var_names=common, what=f"{s.id}: counts")
         check_inside(s, image_size(s.image))
+        check_source_resolution(s)
 
     adatas = []
     with writer, progress(show_progress, sum(len(s.barcodes) for s in samples), label) as step:

@@ -84,7 +84,8 @@ def _load_section(source: Path, section: str, image: Path) -> SampleSource | str
     spot_file = source / "data" / "ST-spotfiles" / f"{section}_selection.tsv"
     if not spot_file.exists():
         return f"no spot file {spot_file}"
-    barcodes, genes, counts = _read_counts(source / "data" / "ST-cnts" / f"{section}.tsv.gz")
+    counts_file = source / "data" / "ST-cnts" / f"{section}.tsv.gz"
+    barcodes, genes, counts = _read_counts(counts_file)
     try:
         sf = pd.read_csv(spot_file, sep="\t")
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -115,7 +116,7 @@ def _load_section(source: Path, section: str, image: Path) -> SampleSource | str
     n_dropped, n_unplaced = len(sf) - len(kept), len(barcodes) - len(kept)
     return SampleSource(
         id=section, image=image, barcodes=kept, centres=spots[["pixel_x", "pixel_y"]].to_numpy(float),
-        um_per_px=um_per_px, counts=counts[keep], genes=genes, obs=spots, patient=section[0],
+        um_per_px=um_per_px, counts=counts[keep], genes=genes, obs=spots, patient=section[0], counts_file=counts_file,
         info={"um_per_px": round(um_per_px, 5), "n_spots": len(kept), "n_dropped": n_dropped,
               "n_unplaced": n_unplaced},
     )

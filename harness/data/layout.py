@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from PIL import Image as PILImage
 
+    from stbench.data.slide import Slide
+
 __all__ = [
     "TaskWriter", "leave_one_group_out", "kfold_groups", "PATCH_UM", "PATCH_PX", "TARGET_UM_PER_PX",
-    "patch_boxes", "open_image", "image_size", "cut_patch", "iter_patches", "background_mask", "progress",
+    "patch_boxes", "open_image", "image_size", "cut_patch", "iter_patches", "background_mask", "progress", "check_name",
 ]
 
 PATCH_UM = 112.0  # HEST's field of view per patch
@@ -39,6 +42,16 @@ _CHUNK = 64  # patches per write: bounds memory to ~10 MB of uint8
 _MAX_PIXELS = 2_000_000_000
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Task and sample names become file names: letters, digits, ``_ . -`` (so never a path out of the data root)."""
+    if not _NAME.fullmatch(name):
+        raise StbenchError(f"{kind} name {name!r} must be letters, digits, '_', '.' or '-' (it becomes a file name)")
+    return name
+
+
 def patch_boxes(centres: np.ndarray, um_per_px: float) -> tuple[int, np.ndarray]:
     """Side in image pixels of a `PATCH_UM` patch and each centre's crop top-left corner (ints, may be < 0)."""
     side = max(1, int(round(PATCH_UM / um_per_px)))
@@ -46,9 +59,14 @@ def patch_boxes(centres: np.ndarray, um_per_px: float) -> tuple[int, np.ndarray]
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only; a file PIL cannot identify is a one-line `DataError`."""
+    """(width, height) from the header only; a file neither tifffile nor PIL can identify is a one-line `DataError`."""
     from PIL import Image
 
+    from stbench.data.slide import TiffSlide, is_tiff
+
+    if is_tiff(path):
+        with TiffSlide(path) as slide:
+            return slide.size
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
     try:
@@ -85,19 +103,15 @@ def open_image(path: Path) -> PILImage.Image:
     return image
 
 
-def cut_patch(image: PILImage.Image, x0: int, y0: int, side: int) -> np.ndarray:
-    """One (224, 224, 3) uint8 patch; where the box leaves the image the patch is white, not PIL's black."""
+def cut_patch(image: PILImage.Image | Slide, x0: int, y0: int, side: int) -> np.ndarray:
+    """One (224, 224, 3) uint8 patch from a decoded image or a `Slide`; where the box leaves the image the
+    patch is white, not PIL's black."""
     from PIL import Image
 
-    w, h = image.size
-    box = (x0, y0, x0 + side, y0 + side)
-    if x0 >= 0 and y0 >= 0 and box[2] <= w and box[3] <= h:
-        crop = image.crop(box)
-    else:
-        crop = Image.new("RGB", (side, side), (255, 255, 255))
-        inner = (max(x0, 0), max(y0, 0), min(box[2], w), min(box[3], h))
-        if inner[0] < inner[2] and inner[1] < inner[3]:
-            crop.paste(image.crop(inner), (inner[0] - x0, inner[1] - y0))
+    from stbench.data.slide import PilSlide, Slide
+
+    slide = image if isinstance(image, Slide) else PilSlide(Path(), image)
+    crop = Image.fromarray(slide.region(x0, y0, side, side))
     # Bilinear: patches are mostly upscaled (e.g. ~163 -> 224 px); box/area filtering only matters when shrinking.
     return np.asarray(crop.resize((PATCH_PX, PATCH_PX), Image.BILINEAR), dtype=np.uint8)
 
@@ -119,8 +133,11 @@ def iter_patches(
     image_path: Path, corners: np.ndarray, side: int, advance: Callable[[int], None] = lambda n: None,
     background: list[int] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Patches at ``corners`` in order, in uint8 chunks; ``background`` (if given) collects their background count."""
-    image = open_image(image_path)
+    """Patches at ``corners`` in order, in uint8 chunks; ``background`` (if given) collects their background count.
+    A TIFF is read region by region (`stbench.data.slide`): memory holds one chunk of patches, not the slide."""
+    from stbench.data.slide import open_slide
+
+    image = open_slide(image_path)
     try:
         for start in range(0, len(corners), _CHUNK):
             block = np.stack([cut_patch(image, int(x), int(y), side) for x, y in corners[start : start + _CHUNK]])
@@ -186,7 +203,7 @@ class TaskWriter:
 
     def __init__(self, root: Path, name: str, *, overwrite: bool = False) -> None:
         self.root = Path(root)
-        self.name = name
+        self.name = check_name("task", name)  # every importer writes here: no name reaches outside the root
         self.dest = self.root / name
         clean_stale(self.root)  # first: it may put back a task that a killed overwrite had moved aside
         if self.dest.exists() and not overwrite:
@@ -223,6 +240,7 @@ class TaskWriter:
         """
         import h5py
 
+        check_name("sample", sample_id)
         if len(barcodes) != n_patches or len(coords) != n_patches:
             raise ValueError(f"{sample_id}: {n_patches} patches, {len(barcodes)} barcodes, {len(coords)} coords")
         if len(set(barcodes)) != len(barcodes):

@@ -1,7 +1,8 @@
 """Read a cell or spot table plus a count matrix (Xenium cells, binned spots, any platform) into a `SampleSource`.
 
 One table row = one patch: the row's ``x``/``y`` are its centre in pixels of the given H&E image, whose pixel
-size the user states (``pixel_size`` um/px). Counts come from an h5ad (obs_names = ids) or a CSV/TSV/parquet
+size the user states (``pixel_size`` um/px), or in micrometres (``coords="um"``, as Xenium's cells.parquet and
+HEST-1k give them), divided by that pixel size. Counts come from an h5ad (obs_names = ids) or a CSV/TSV/parquet
 matrix whose first column (or the id column, when present) holds the same ids and whose other columns are genes.
 """
 
@@ -15,9 +16,11 @@ import numpy as np
 from stbench.data.assemble import MAX_BACKGROUND, SampleSource, check_pitch, write_task
 from stbench.errors import DataError, StbenchError
 
-__all__ = ["read_table_sample", "import_table", "read_count_matrix"]
+__all__ = ["read_table_sample", "import_table", "read_count_matrix", "COORD_UNITS"]
 
 log = logging.getLogger("stbench")
+
+COORD_UNITS = ("px", "um")  # table x/y: image pixels, or micrometres (Xenium, HEST-1k)
 
 
 def _separator(path: Path) -> str:
@@ -67,16 +70,21 @@ def read_count_matrix(path: Path, id_col: str) -> tuple[list[str], list[str], np
 def read_table_sample(
     sample_id: str, table: Path, image: Path, counts: Path, *, pixel_size: float, x_col: str = "x",
     y_col: str = "y", id_col: str = "id", patient_col: str | None = None, spot_pitch: float | None = None,
+    coords: str = "px",
 ) -> SampleSource:
-    """One sample from a table of rows (id, x, y in image pixels) and a count matrix with the same ids.
+    """One sample from a table of rows (id, x, y) and a count matrix with the same ids.
 
-    Rows keep the table's order. A table id without a count row is an error; count rows without a table row
-    are dropped with a warning. With ``spot_pitch`` (um) the pixel size must put neighbours that far apart.
+    x and y are image pixels, or with ``coords="um"`` micrometres from the image's origin (Xenium's
+    cells.parquet, HEST-1k), turned into pixels with ``pixel_size``. Rows keep the table's order. A table id
+    without a count row is an error; count rows without a table row are dropped with a warning. With
+    ``spot_pitch`` (um) the pixel size must put neighbours that far apart.
     """
     import polars as pl
 
-    if not pixel_size > 0:
+    if not 0 < pixel_size < float("inf"):
         raise StbenchError(f"{sample_id}: --pixel-size must be a positive number of um per pixel")
+    if coords not in COORD_UNITS:
+        raise StbenchError(f"--coords must be {' or '.join(COORD_UNITS)}, not {coords!r}")
     frame = _read_frame(Path(table), "table")
     wanted = [c for c in (id_col, x_col, y_col, patient_col) if c]
     missing = [c for c in wanted if c not in frame.columns]
@@ -92,6 +100,8 @@ def read_table_sample(
         raise DataError(table, f"{sample_id}: {x_col!r}/{y_col!r} must be numbers (pixels)") from exc
     if not np.isfinite(centres).all():
         raise DataError(table, f"{sample_id}: missing or infinite coordinates in {x_col!r}/{y_col!r}")
+    if coords == "um":
+        centres = centres / pixel_size
     patient = None
     if patient_col:
         values = set(frame[patient_col].cast(pl.String).to_list())
@@ -123,8 +133,9 @@ def read_table_sample(
         id=sample_id, image=Path(image), barcodes=ids, centres=centres, um_per_px=float(pixel_size),
         counts=matrix[[row[b] for b in ids]], genes=genes,
         obs=pd.DataFrame({"pixel_x": centres[:, 0], "pixel_y": centres[:, 1]}), patient=patient,
+        counts_file=Path(counts),
         info={"table": str(Path(table).resolve()), "image": str(Path(image).resolve()),
-              "counts": str(Path(counts).resolve()), "um_per_px": float(pixel_size),
+              "counts": str(Path(counts).resolve()), "um_per_px": float(pixel_size), "coords": coords,
               "n_spots": len(ids), "n_unplaced": unplaced, **({"pitch_um": round(pitch, 2)} if pitch else {})},
     )
 
@@ -142,6 +153,7 @@ def import_table(
     id_col: str = "id",
     patient_col: str | None = None,
     spot_pitch: float | None = None,
+    coords: str = "px",
     split: str = "sample",
     patients: dict[str, str] | None = None,
     genes: list[str] | None = None,
@@ -151,7 +163,8 @@ def import_table(
 ) -> Path:
     """Write ``<root>/<name>/`` from per-sample tables, images and counts (each keyed by sample id).
 
-    ``pixel_size`` is one um/px for all images or one per sample. Patients come from ``patients`` or, per
+    ``pixel_size`` is one um/px for all images or one per sample; ``coords`` says whether the tables' x/y are
+    pixels (``px``) or micrometres (``um``). Patients come from ``patients`` or, per
     sample, from ``patient_col``. Everything is read and checked before anything is written.
     """
     for what, given in (("--image", images), ("--counts", counts)):
@@ -163,7 +176,7 @@ def import_table(
         raise StbenchError(f"--pixel-size has no value for samples {sorted(set(tables) - set(sizes))}")
     sources = [
         read_table_sample(sid, tables[sid], images[sid], counts[sid], pixel_size=sizes[sid], x_col=x_col, y_col=y_col,
-                          id_col=id_col, patient_col=patient_col, spot_pitch=spot_pitch)
+                          id_col=id_col, patient_col=patient_col, spot_pitch=spot_pitch, coords=coords)
         for sid in tables
     ]
     if patients is None and patient_col:

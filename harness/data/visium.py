@@ -2,7 +2,9 @@
 
 Files read::
 
-    filtered_feature_bc_matrix.h5  or  filtered_feature_bc_matrix/ (Matrix Market)
+    filtered_feature_bc_matrix.h5  or  filtered_feature_bc_matrix/ (Matrix Market: matrix.mtx, barcodes.tsv,
+        features.tsv or genes.tsv, each plain or gzipped); without either, the raw_feature_bc_matrix of the same
+        forms, restricted to the spots marked in_tissue == 1
     spatial/tissue_positions.csv (header)  or  spatial/tissue_positions_list.csv (no header)
         barcode, in_tissue, array_row, array_col, pxl_row_in_fullres, pxl_col_in_fullres
     spatial/scalefactors_json.json
@@ -11,7 +13,8 @@ Files read::
 
 Scale: 10x defines ``spot_diameter_fullres`` as the pixels spanning "a theoretical 65 um spot" (the capture
 spots themselves are 55 um), so um/px = 65 / spot_diameter_fullres. Using 55 would shrink the 100 um grid to
-~85 um; the grid check below refuses a scale that does not put neighbouring spots ~100 um apart.
+~85 um; the grid check below refuses a scale that does not put neighbouring spots ~100 um apart, measured on
+the array grid (array_row, array_col against their pixel centres), so it holds for any subset of spots.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 from stbench.data.assemble import MAX_BACKGROUND, SampleSource, check_pitch, write_task
 from stbench.errors import DataError, StbenchError
 
-__all__ = ["VisiumScale", "import_visium", "read_visium", "visium_scale", "SPOT_PITCH_UM", "SCALEFACTOR_SPOT_UM"]
+__all__ = ["VisiumScale", "array_pitch_px", "import_visium", "read_visium", "visium_scale", "SPOT_PITCH_UM",
+           "SCALEFACTOR_SPOT_UM"]
 
 log = logging.getLogger("stbench")
 
@@ -63,18 +67,79 @@ def _outs(path: Path) -> Path:
     return path
 
 
-def _read_matrix(outs: Path):  # noqa: ANN202 (AnnData, imported lazily)
+def _find(folder: Path, *names: str) -> Path | None:
+    """The first of ``names`` present in ``folder``, each tried gzipped and plain."""
+    for name in names:
+        for candidate in (folder / f"{name}.gz", folder / name):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _read_mtx(folder: Path):  # noqa: ANN202 (AnnData)
+    """A Matrix Market folder as 10x writes it (features x barcodes), gzipped (spaceranger >= 1.0) or plain, with
+    ``features.tsv`` or the older ``genes.tsv``; gene symbols (2nd column) as var names, gene expression only."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.io
+
+    matrix, barcodes = _find(folder, "matrix.mtx"), _find(folder, "barcodes.tsv")
+    features = _find(folder, "features.tsv", "genes.tsv")
+    absent = [n for n, f in (("matrix.mtx", matrix), ("barcodes.tsv", barcodes), ("features.tsv or genes.tsv",
+                                                                                   features)) if f is None]
+    if absent:
+        raise DataError(folder, f"Matrix Market folder lacks {', '.join(absent)} (plain or .gz)")
+    x = scipy.io.mmread(matrix).T.tocsr()  # mmread opens .gz itself
+    feats = pd.read_csv(features, sep="\t", header=None, dtype=str)
+    codes = pd.read_csv(barcodes, sep="\t", header=None, dtype=str)[0]
+    if x.shape != (len(codes), len(feats)):
+        raise DataError(matrix, f"matrix is {x.shape[1]} x {x.shape[0]} but {features.name} lists {len(feats)} "
+                                f"features and {barcodes.name} {len(codes)} barcodes")
+    keep = (feats[2] == "Gene Expression").to_numpy() if feats.shape[1] > 2 else np.ones(len(feats), bool)
+    names = feats[1] if feats.shape[1] > 1 else feats[0]
+    return ad.AnnData(x[:, keep], obs=pd.DataFrame(index=pd.Index(codes, dtype=str)),
+                      var=pd.DataFrame(index=pd.Index(names[keep], dtype=str)))
+
+
+def _read_matrix(outs: Path, positions, sample_id: str) -> tuple[object, Path, str]:  # noqa: ANN001
+    """(AnnData, path, what was read): the filtered matrix, else the raw one restricted to the spots marked
+    ``in_tissue == 1`` (which is what spaceranger's filtering keeps); each as .h5 or a Matrix Market folder."""
     import scanpy as sc
 
-    h5, mtx = outs / "filtered_feature_bc_matrix.h5", outs / "filtered_feature_bc_matrix"
-    try:
-        if h5.exists():
-            return sc.read_10x_h5(h5), h5
-        if mtx.is_dir():
-            return sc.read_10x_mtx(mtx, var_names="gene_symbols", make_unique=False), mtx
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(h5 if h5.exists() else mtx, f"cannot read the count matrix ({exc})") from exc
-    raise DataError(outs, "no filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/ folder")
+    for kind in ("filtered", "raw"):
+        h5, mtx = outs / f"{kind}_feature_bc_matrix.h5", outs / f"{kind}_feature_bc_matrix"
+        path = h5 if h5.exists() else mtx if mtx.is_dir() else None
+        if path is None:
+            continue
+        try:
+            adata = sc.read_10x_h5(h5) if path == h5 else _read_mtx(mtx)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(path, f"cannot read the count matrix ({exc})") from exc
+        if kind == "filtered":
+            return adata, path, path.name
+        in_tissue = set(positions.index[positions["in_tissue"] == 1])
+        adata = adata[[b in in_tissue for b in adata.obs_names]].copy()
+        if adata.n_obs == 0:
+            raise DataError(path, f"{sample_id}: no barcode of the raw matrix is marked in_tissue == 1 in the spot "
+                                  "positions; are they from the same run?")
+        log.warning("visium: %s: no filtered_feature_bc_matrix; using %s restricted to the %d spots with "
+                    "in_tissue == 1", sample_id, path.name, adata.n_obs)
+        return adata, path, f"{path.name} (in_tissue == 1)"
+    raise DataError(outs, "no filtered_feature_bc_matrix or raw_feature_bc_matrix (.h5 or Matrix Market folder)")
+
+
+def array_pitch_px(positions) -> float:  # noqa: ANN001 (DataFrame)
+    """Pixels between neighbouring spots, fitted from the array grid: pixel centres as an affine function of
+    (array_row, array_col), whose column step (two array columns, 100 um on Visium) is measured. Unlike
+    nearest-neighbour distances this holds for any subset of spots (QC-filtered exports keep a few scattered
+    ones); NaN when the spots do not span the grid (fewer than three, or all on one line)."""
+    design = np.column_stack([positions["array_row"].to_numpy(float), positions["array_col"].to_numpy(float),
+                              np.ones(len(positions))])
+    if len(design) < 3 or np.linalg.matrix_rank(design) < 3:
+        return float("nan")
+    xy = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
+    coef, *_ = np.linalg.lstsq(design, xy, rcond=None)  # rows: per array_row, per array_col, origin
+    return float(2 * np.hypot(*coef[1]))
 
 
 def _read_positions(spatial: Path):  # noqa: ANN202 (DataFrame)
@@ -129,8 +194,8 @@ def read_visium(sample_id: str, outs: Path, image: Path | None = None, *, allow_
     """
     outs = _outs(outs)
     spatial = outs / "spatial"
-    adata, matrix_path = _read_matrix(outs)
     positions, pos_path = _read_positions(spatial)
+    adata, matrix_path, matrix_what = _read_matrix(outs, positions, sample_id)
     try:
         scale = visium_scale(json.loads((spatial / "scalefactors_json.json").read_text()))
     except (OSError, ValueError) as exc:
@@ -146,10 +211,10 @@ def read_visium(sample_id: str, outs: Path, image: Path | None = None, *, allow_
             f"{sample_id}: {len(unplaced)} of {len(barcodes)} barcodes of {matrix_path.name} have no spot position "
             f"(e.g. {unplaced[0]}); are the matrix and the spatial/ folder from the same run?",
         )
-    # The whole array (in and off tissue) gives the grid: the spots under tissue may be sparse.
-    everywhere = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(float)
-    check_pitch(sample_id, everywhere, scale.um_per_px, SPOT_PITCH_UM,
-                f"from spot_diameter_fullres in {spatial / 'scalefactors_json.json'}")
+    # The array grid (every listed spot, in and off tissue) gives the pitch, however few spots are kept.
+    check_pitch(sample_id, None, scale.um_per_px, SPOT_PITCH_UM,
+                f"from spot_diameter_fullres in {spatial / 'scalefactors_json.json'}",
+                pitch_px=array_pitch_px(positions))
     spots = positions.loc[barcodes]
     off = int((spots["in_tissue"] != 1).sum())
     if off:
@@ -172,8 +237,8 @@ def read_visium(sample_id: str, outs: Path, image: Path | None = None, *, allow_
     return SampleSource(
         id=sample_id, image=image_path, barcodes=barcodes, centres=centres, um_per_px=scale.um_per_px,
         counts=csr_matrix(adata.X, dtype=np.float32), genes=[str(g) for g in adata.var_names], obs=obs,
-        patient=patient, image_scale=image_scale,
-        info={"source": str(outs.resolve()), "image": str(image_path.resolve()),
+        patient=patient, image_scale=image_scale, counts_file=matrix_path,
+        info={"source": str(outs.resolve()), "matrix": matrix_what, "image": str(image_path.resolve()),
               "um_per_px": round(scale.um_per_px, 5),
               "image_um_per_px": round(scale.um_per_px / image_scale, 5), "image_scale": image_scale,
               "lowres": image is None, "n_spots": len(barcodes), "n_off_tissue": off},

@@ -395,19 +395,16 @@
   }
 
   // -- spatial maps ----------------------------------------------------------------------------------------
-  var parsed = {};
-  function block(id) {
-    if (!(id in parsed)) { var node = document.getElementById(id); parsed[id] = node ? JSON.parse(node.textContent) : null; }
-    return parsed[id];
-  }
+  // The page's data holds the lists (samples, genes, runs, per-sample PCC); the spot values of one sample and
+  // gene are a slice file (assets/slices.js), loaded when chosen.
   function spotPanel(container, title, x, y, values, extra) {
     var div = el("div", { class: "panel" });
     container.append(div);
-    var finite = values.filter(function (v) { return v !== null; });
+    var lo = Infinity, hi = -Infinity;
+    values.forEach(function (v) { if (v !== null) { if (v < lo) lo = v; if (v > hi) hi = v; } });
     plot(div, [Object.assign({ type: "scatter", mode: "markers", x: x, y: y,
                                marker: { color: values, colorscale: "Viridis", size: 6, showscale: true,
-                                         cmin: finite.length ? Math.min.apply(null, finite) : 0,
-                                         cmax: finite.length ? Math.max.apply(null, finite) : 1,
+                                         cmin: lo <= hi ? lo : 0, cmax: lo <= hi ? hi : 1,
                                          colorbar: { thickness: 10 } },
                                hovertemplate: "%{marker.color:.3f}<extra></extra>" }, extra || {})],
          { title: { text: plotSafe(title), font: { size: 13 } }, height: 340, margin: { l: 30, r: 10, t: 40, b: 30 },
@@ -416,26 +413,46 @@
   function initSpatial() {
     var sampleSelect = document.getElementById("sample");
     var geneInput = document.getElementById("gene");
-    var gene = DATA.genes[0];
-    datalist(geneInput, document.getElementById("gene-list"), DATA.genes, gene, function (g) { gene = g; render(); });
-    sampleSelect.addEventListener("change", render);
+    var status = document.getElementById("slice-status");
+    var csvLink = document.getElementById("csv-link");
+    var gene = 0, ticket = 0;
+    datalist(geneInput, document.getElementById("gene-list"), DATA.genes, DATA.genes[0], function (g) {
+      gene = DATA.genes.indexOf(g); render();
+    });
+    sampleSelect.addEventListener("change", function () {
+      var s = DATA.samples[Number(sampleSelect.value || 0)];
+      if (csvLink && s.csv) { csvLink.setAttribute("href", s.csv); csvLink.textContent = s.id; }
+      render();
+    });
     function render() {
-      var i = Number(sampleSelect.value || 0);
+      var i = Number(sampleSelect.value || 0), g = gene, mine = ++ticket;
       var s = DATA.samples[i];
-      var g = DATA.genes.indexOf(gene);
+      var base = DATA.folder + "/" + s.dir + "/", key = base + DATA.gene_files[g];
+      if (!window.stbenchLoaded(key) || !window.stbenchLoaded(base + "spots")) {
+        status.textContent = "loading " + DATA.genes[g] + " · " + s.id + " …";
+      }
+      window.stbenchLoad([base + "spots", key], function (spots, values) {
+        if (mine !== ticket) return;  // another sample or gene was chosen meanwhile
+        status.textContent = "";
+        draw(s, i, g, spots, values, key);
+      }, function (missing) {
+        if (mine !== ticket) return;
+        status.textContent = "could not load data/" + missing + ".js: rebuild the site (bench leaderboard build)";
+      });
+    }
+    function draw(s, i, g, spots, values, key) {
       var maps = document.getElementById("maps");
       Array.prototype.forEach.call(maps.querySelectorAll(".panel"), function (p) { window.Plotly.purge(p); });
       maps.replaceChildren();
-      var truth = block("truth-" + i);
-      spotPanel(maps, "measured · " + gene + " · " + s.id, s.x, s.y, truth ? truth[g] : []);
+      var x = window.stbenchDecode.f32(spots.x), y = window.stbenchDecode.f32(spots.y), name = DATA.genes[g];
+      spotPanel(maps, "measured · " + name + " · " + s.id, x, y, window.stbenchDecode.u16(values.m, s.n_shown));
       DATA.runs.forEach(function (r, j) {
-        if (r.protocol !== state.protocol) return;
-        var pred = block("pred-" + j + "-" + i);
-        if (!pred) return;
-        var pcc = get(DATA.pcc, r.run_id, s.id, gene);
+        if (r.protocol !== state.protocol || !values.p[j]) return;
+        var pcc = get(DATA.pcc, j, i, g);
         spotPanel(maps, "predicted · " + r.reducer + (r.variant ? "†" : "") + " · PCC " + fmt(pcc === undefined ? null : pcc, 3),
-                  s.x, s.y, pred[g]);
+                  x, y, window.stbenchDecode.u16(values.p[j], s.n_shown));
       });
+      maps.setAttribute("data-drawn", key);
     }
     initProtocolControls(render);
     render();

@@ -298,6 +298,15 @@ class BPBoosterGP(_BPBooster):
         standardize_programs: bool = True  # the spec's DECISION; False = the literal formula on log1p
         lower_threshold: bool = False  # too few pathways qualify: lower min_shared until min_programs do (logged)
 
+    @classmethod
+    def variant_label(cls, options: dict[str, Any], *, task: str = "", encoder: str = "") -> str:
+        """As every booster's, with a gene-set file shown by its name, not its path (tables stay narrow; the
+        file's content digest is in the result's identity)."""
+        named = dict(options)
+        if isinstance(named.get("gene_sets"), str) and named["gene_sets"].strip().lower() != "hallmark":
+            named["gene_sets"] = Path(named["gene_sets"]).name
+        return super().variant_label(named, task=task, encoder=encoder)
+
     def options_key(self) -> str:
         """The GMT file's content, not only its name, is part of the result's identity."""
         import json

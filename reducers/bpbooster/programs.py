@@ -40,6 +40,7 @@ __all__ = [
     "HALLMARK_URL_ENV",
     "read_gmt",
     "resolve_gene_sets",
+    "hallmark_source",
     "select_hvgs",
     "SVGSelection",
     "select_svgs",
@@ -101,6 +102,18 @@ def _offline() -> bool:
     return any(os.environ.get(name) == "1" for name in _OFFLINE_ENVS)
 
 
+def hallmark_source(cache_dir: Path | None = None) -> tuple[str, Path]:
+    """Where MSigDB Hallmark is downloaded from (``$STBENCH_HALLMARK_URL`` or `HALLMARK_URL`) and the file it is
+    cached in (``$STBENCH_HOME/genesets/<name>.gmt``); nothing is read or fetched."""
+    url = os.environ.get(HALLMARK_URL_ENV) or HALLMARK_URL
+    if cache_dir is None:
+        from stbench import settings
+
+        cache_dir = settings.home() / "genesets"
+    name = Path(urllib.parse.urlparse(url).path).name
+    return url, Path(cache_dir) / (name if name.endswith(".gmt") else "hallmark.gmt")
+
+
 def resolve_gene_sets(spec: str, *, cache_dir: Path | None = None) -> Path:
     """The GMT file for ``spec``: ``"hallmark"`` (cached download of MSigDB Hallmark) or a local path.
 
@@ -114,13 +127,7 @@ def resolve_gene_sets(spec: str, *, cache_dir: Path | None = None) -> Path:
             raise DataError(path, f"gene-set file not found; {_LOCAL_HINT} or use --gene-sets hallmark")
         return path
 
-    url = os.environ.get(HALLMARK_URL_ENV) or HALLMARK_URL
-    if cache_dir is None:
-        from stbench import settings
-
-        cache_dir = settings.home() / "genesets"
-    name = Path(urllib.parse.urlparse(url).path).name
-    target = Path(cache_dir) / (name if name.endswith(".gmt") else "hallmark.gmt")
+    url, target = hallmark_source(cache_dir)
     if target.is_file():
         return target
     if _offline():
