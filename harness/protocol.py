@@ -84,7 +84,7 @@ class Protocol:
                 raise ProtocolError(f"--alpha must be 'hest', 'cv' or a number, not {alpha!r}") from None
             if not 0 <= value < float("inf"):  # NaN fails both comparisons
                 raise ProtocolError(f"--alpha must be a finite non-negative number, not {alpha!r}")
-            alpha_s = repr(value)
+            alpha_s = repr(value + 0.0)  # -0 is 0: one protocol, one fingerprint
         searched = alpha_s == "cv" or alpha_s.startswith("sweep:")
         if solver is None:
             solver = "exact" if searched else "lsqr"

@@ -24,7 +24,7 @@ import numpy as np
 import stbench
 from stbench import expression as ex
 from stbench import metrics
-from stbench.errors import DataError, StoreError
+from stbench.errors import DataError
 from stbench.encoders.weights import encoder_label
 from stbench.protocol import Protocol
 from stbench.regression import CV_ALPHAS, cv_alpha, fit_ridge, hest_alpha, ridge_path
@@ -180,12 +180,7 @@ def _load_samples(task: Task, paths: dict[str, str]) -> dict[str, _SampleData]:
 
     out = {}
     for sid, path in paths.items():
-        emb = read_embeddings(Path(path))
-        finite = np.isfinite(emb.embeddings).all(axis=1)
-        if not finite.all():
-            raise StoreError(f"{path}: {int((~finite).sum())} of {len(finite)} embeddings hold NaN or infinite values "
-                             f"(first: barcode {emb.barcodes[int(np.argmin(finite))]!r}); delete the file and rerun "
-                             "to recompute it (an encoder in half precision can overflow), or import finite ones")
+        emb = read_embeddings(Path(path))  # refuses NaN or infinite values, naming the file
         counts = ex.counts_for_barcodes(ex.read_counts(task.samples[sid].adata), emb.barcodes, path=task.samples[sid].adata)
         out[sid] = _SampleData(emb.embeddings, counts, emb.coords)
     return out

@@ -98,11 +98,18 @@ def _read(path: Path) -> tuple[Embeddings, bool | None]:
 
 
 def read_embeddings(path: Path) -> Embeddings:
-    """Read a whole embedding file; checks its encoding type, version and checksum (one-line `StoreError`s)."""
+    """Read a whole embedding file; checks its encoding type, version and checksum, and that every value is
+    finite (one-line `StoreError`s naming the file: every reader, the runner, explain and the leaderboard's
+    layouts, gets the same refusal rather than a NaN error from scikit-learn or a silent NaN)."""
     emb, ok = _read(path)
     if ok is False:
         raise StoreError(f"{path}: checksum mismatch, the file changed after it was written (disk or copy damage, "
                          "or an edit); delete it and rerun to recompute it, or run `bench store verify --repair`")
+    finite = np.isfinite(emb.embeddings).all(axis=1)  # (N, D): one verdict per patch
+    if not finite.all():
+        raise StoreError(f"{path}: {int((~finite).sum())} of {len(finite)} embeddings hold NaN or infinite values "
+                         f"(first: barcode {emb.barcodes[int(np.argmin(finite))]!r}); delete the file and rerun "
+                         "to recompute it (an encoder in half precision can overflow), or import finite ones")
     return emb
 
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from stbench.cli import cli
 from stbench.encoders import encoders
-from stbench.errors import DataError, ProtocolError, StbenchError
+from stbench.errors import DataError, ProtocolError, StbenchError, StoreError
 from stbench.protocol import Protocol
 from stbench.runner import ReducerChoice, check_task, run_task
 from stbench.stores import Catalog, Store
@@ -118,6 +118,27 @@ def test_protocol_refuses_what_the_options_refuse() -> None:
         with pytest.raises(ProtocolError, match="--seed"):
             Protocol.from_options(seed=seed)  # type: ignore[arg-type]
     assert Protocol.from_options(alpha="0", seed=2**32 - 1).alpha == "0.0"
+    assert Protocol.from_options(alpha="-0").fingerprint == Protocol.from_options(alpha="0").fingerprint
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["data", "demo", "--seed", "-5"], "Invalid value for '--seed': -5 is not in the range 0<=x<=4294967295"),
+    (["data", "demo", "--samples", "1"], "Invalid value for '--samples': 1 is not in the range x>=2"),
+    (["data", "demo", "--spots", "3"], "Invalid value for '--spots': 3 is not in the range x>=16"),
+    (["data", "import", "table", "--spot-pitch", "nan"], "Invalid value for '--spot-pitch': 'nan' is not a number"),
+    (["data", "import", "table", "--spot-pitch", "-100"], "Invalid value for '--spot-pitch': -100.0 is not in the range"),
+    (["data", "import", "table", "--max-background", "nan"],
+     "Invalid value for '--max-background': 'nan' is not a number"),
+])
+def test_bad_data_options_are_refused_at_parse_time(tmp_path: Path, args: list[str], message: str) -> None:
+    """Before: `bench data demo --seed -5` (or too few samples or spots) ended in a traceback from numpy or the
+    demo; `--spot-pitch nan` and `--max-background nan` were taken, and turned the checks they drive off (NaN
+    passes every comparison)."""
+    required = ["--name", "MINE", "--sample", "A=a.csv", "--image", "A=a.png", "--counts", "A=c.csv",
+                "--pixel-size", "1"] if args[1] == "import" else []
+    r = CliRunner().invoke(cli, [*args, *required, "--data-root", str(tmp_path / "root")])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "root").exists() or not any((tmp_path / "root").iterdir())
 
 
 # ---------------------------------------------------------------- duplicate genes
@@ -188,6 +209,24 @@ def test_a_copy_of_a_training_sample_in_the_test_split_is_refused_by_content(roo
 
 
 # ---------------------------------------------------------------- names and embeddings
+
+
+def test_every_reader_of_an_embedding_file_refuses_nan(tmp_path: Path) -> None:
+    """`read_embeddings` itself refuses non-finite values naming the file, so `bench explain` and the
+    leaderboard's layouts do as the runner does. Before: the values were returned, NaN and all."""
+    import re
+
+    from stbench.stores import EmbeddingWriter, read_embeddings
+
+    path = tmp_path / "S1.h5"
+    emb = np.ones((3, 4), np.float32)
+    emb[1, 0], emb[2, 3] = np.inf, np.nan
+    writer = EmbeddingWriter(path, n=3, dim=4, barcodes=["a", "b", "c"], coords=np.zeros((3, 2)), attrs={})
+    writer.write(0, emb)
+    writer.commit()
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(path))}: 2 of 3 embeddings hold NaN or infinite values "
+                                         r"\(first: barcode 'b'\); delete the file"):
+        read_embeddings(path)
 
 
 @pytest.mark.parametrize("name", ["../../x", "ABSOLUTE", "a/b", ".hidden", "x/../../y"])

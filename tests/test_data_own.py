@@ -109,6 +109,9 @@ def test_raw_h5_of_real_spaceranger_output(tmp_path: Path) -> None:
     task = open_task("RAW", tmp_path / "root")
     assert task.meta["samples"]["A"]["n_spots"] == 100
     assert task.meta["samples"]["A"]["matrix"] == "raw_feature_bc_matrix.h5 (in_tissue == 1)"
+    info = task.meta["samples"]["A"]  # the hires PNG is coarser than 1 um/px: said and recorded, as for --image
+    assert info["lowres"] is True and info["upsampled"] == round(info["image_um_per_px"] / 0.5, 2) > 2
+    assert "upsampled" in " ".join(r.output.split())
 
 
 @pytest.mark.parametrize(("gz", "features"), [(False, "features.tsv"), (True, "genes.tsv"), (False, "genes.tsv")])
@@ -286,6 +289,34 @@ def test_bad_counts_at_import_are_refused_by_name(tmp_path: Path, value: str, sh
                                         rf"\({shown} at spot 'B1_2', gene 'G7'\); give raw counts$"):
         _import(files, tmp_path / "root", genes=None)  # HEST's rule, where the tracebacks came from
     _nothing_written(tmp_path / "root")
+
+
+def test_bad_counts_at_import_are_one_line_on_the_command_line(tmp_path: Path) -> None:
+    """`bench data import table` with an empty count cell and HEST's gene rule. Before: a raw traceback
+    (`ValueError: Input contains NaN.` from the gene rule)."""
+    files = {s: _table_sample(tmp_path / "src", s, _grid(4, 100.0), n_genes=60) for s in ("A1", "B1")}
+    counts = pd.read_csv(files["A1"]["counts"], dtype=str)
+    counts.loc[5, "G3"] = ""
+    counts.to_csv(files["A1"]["counts"], index=False)
+    args = ["data", "import", "table", "--name", "MINE", "--pixel-size", "1", "--data-root", str(tmp_path / "root")]
+    for sid, f in files.items():
+        args += ["--sample", f"{sid}={f['table']}", "--image", f"{sid}={f['image']}", "--counts", f"{sid}={f['counts']}"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit) and "Traceback" not in r.output, r.output
+    assert (f"{files['A1']['counts']}: A1: counts must be finite and non-negative, 1 value is not (nan at spot 'A1_5', "
+            "gene 'G3'); give raw counts") in " ".join(r.output.split())
+    _nothing_written(tmp_path / "root")
+
+
+def test_duplicate_genes_given_at_import_are_kept_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An import's --genes list with repeats: the task's var_50genes.json lists each gene once."""
+    files = {s: _table_sample(tmp_path / "src", s, _grid(4, 100.0)) for s in ("A1", "B1")}
+    with caplog.at_level(logging.WARNING, logger="stbench"):
+        _import(files, tmp_path / "root", genes=["G2", "G0", "G2", "G1", "G0"])
+    assert "2 gene names repeat and are kept once (first occurrence): G2, G0; 3 unique genes" in caplog.text
+    task = open_task("MINE", tmp_path / "root")
+    assert task.genes == ["G2", "G0", "G1"]
+    assert json.loads((task.path / "var_50genes.json").read_text())["genes"] == ["G2", "G0", "G1"]
 
 
 def test_fractional_counts_at_import_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

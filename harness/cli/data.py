@@ -9,6 +9,17 @@ import click
 from stbench.cli._console import data_root_option, err_console, quiet_library_warnings
 
 
+class _Finite(click.FloatRange):
+    """A float range that also refuses NaN, which passes every comparison click makes (``--spot-pitch nan``
+    would skip the pitch check, ``--max-background nan`` the background one)."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        rv = super().convert(value, param, ctx)
+        if rv != rv:  # noqa: PLR0124 - NaN
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return rv
+
+
 @click.group("data")
 def data_group() -> None:
     """Download HEST tasks, import your own data, or make the synthetic demo."""
@@ -80,7 +91,7 @@ def _task_options(f):  # noqa: ANN001, ANN202
         click.option("--genes", "genes_file", type=click.Path(exists=True, dir_okay=False),
                      help="Evaluation genes (JSON {\"genes\": [...]} or one per line) "
                           "[default: HEST's rule, 50 HVGs]."),
-        click.option("--max-background", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+        click.option("--max-background", default=0.5, show_default=True, type=_Finite(0, 1),
                      help="Refuse a sample when more than this share of its patches is glass (swapped x/y?)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing task folder of that name."),
         data_root_option,
@@ -158,7 +169,7 @@ def import_visium_cmd(samples: tuple[str, ...], images: tuple[str, ...], allow_l
                    "cells.parquet x_centroid/y_centroid, HEST-1k), divided by --pixel-size.")
 @click.option("--id-col", default="id", show_default=True, help="Column of the cell/spot id (matches the counts).")
 @click.option("--patient-col", default=None, help="Column of the table holding the patient (one per sample).")
-@click.option("--spot-pitch", type=float, default=None,
+@click.option("--spot-pitch", type=_Finite(0, float("inf"), min_open=True, max_open=True), default=None,
               help="Expected centre-to-centre spot distance in um (e.g. 100 Visium, 200 legacy ST): "
                    "checks --pixel-size.")
 @_task_options
@@ -195,9 +206,10 @@ import_group.add_command(import_table_cmd, name="xenium")
 
 @data_group.command("demo")
 @click.option("--name", default="DEMO", show_default=True, help="Task folder name.")
-@click.option("--samples", default=3, show_default=True, help="Number of synthetic sections (one fold each).")
-@click.option("--spots", default=160, show_default=True, help="Spots per section.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--samples", default=3, show_default=True, type=click.IntRange(min=2),
+              help="Number of synthetic sections (one fold each).")
+@click.option("--spots", default=160, show_default=True, type=click.IntRange(min=16), help="Spots per section.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--overwrite", is_flag=True, help="Replace an existing task folder of that name.")
 @data_root_option
 def demo(name: str, samples: int, spots: int, seed: int, overwrite: bool, data_root: str | None) -> None:
