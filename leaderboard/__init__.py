@@ -8,6 +8,9 @@
 - `stbench.leaderboard.site`, `stbench.leaderboard.figures`: the HTML pages, CSV downloads and assets (plotly.js
   copied from the installed plotly package); the pages work opened from disk.
 - `stbench.leaderboard.published`: published reference numbers, shown beside ours and never ranked.
+- `stbench.leaderboard.rankings`, `stbench.leaderboard.stats`: a task page's rankings with a paired test between
+  neighbours (Holm-corrected) and Kendall's tau between alpha rules; `stbench.leaderboard.sweeps`: the
+  alpha-sensitivity curves of ``--alpha sweep`` runs; `stbench.leaderboard.task_page`: the task page.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from stbench.stores import Catalog
 
 __all__ = ["PCC_MODES", "REDUCER_ORDER", "Leaderboard", "load_leaderboard", "finite", "rank_desc", "protocol_label",
-           "reducer_sort_key"]
+           "reducer_sort_key", "best_gene"]
 
 PCC_MODES = ("pooled", "per-sample")
 REDUCER_ORDER = ("identity", "pca", "bpbooster-random", "bpbooster-gp")  # the paper's Table 3 columns
@@ -57,9 +57,14 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def protocol_label(p: dict[str, Any]) -> str:
     """Short name of a stored protocol: what differs from the HEST default (or from the CV-alpha default)."""
     alpha = str(p.get("alpha", "hest"))
-    parts = ["HEST α" if alpha == "hest" else "CV α" if alpha == "cv" else f"α={alpha}"]
+    sweep = alpha.startswith("sweep:")
+    if sweep:  # sweep:LO:HI:N; the headline is the CV choice among the swept alphas
+        _, lo, hi, n = (alpha.split(":") + ["", "", ""])[:4]
+        parts = [f"CV α of sweep {lo}..{hi} ({n})"]
+    else:
+        parts = ["HEST α" if alpha == "hest" else "CV α" if alpha == "cv" else f"α={alpha}"]
     solver = p.get("solver", "lsqr")
-    if solver != ("exact" if alpha == "cv" else "lsqr"):
+    if solver != ("exact" if alpha == "cv" or sweep else "lsqr"):
         parts.append(f"solver {solver}")
     if p.get("dtype") not in (None, "float32" if solver == "lsqr" else "float64"):  # protocol v2: lsqr's dtype
         parts.append(f"ridge {p.get('dtype')}")
@@ -188,6 +193,8 @@ def _load(cat: Catalog, store_root: Path, *, include_synthetic: bool) -> Leaderb
                        "per-sample": {"mean": ps_mean, "std": ps_std, "folds": ps_folds}},
             "mse_mean": finite(s["mse_mean"]), "n_nan": int(s["n_nan"] or 0),
             "alphas": [finite(f["alpha"]) for f in fr], "n_genes": sorted({int(f["n_genes"]) for f in fr}),
+            "fold_ids": [int(f["fold"]) for f in fr], "n_features": [int(f["n_features"]) for f in fr],
+            "n_genes_per_fold": [int(f["n_genes"]) for f in fr],
             "n_test": [int(f["n_test"]) for f in fr],
             "test_samples": [json.loads(f["test_samples"] or "[]") for f in fr],
             "train_samples": [json.loads(f["train_samples"] or "[]") for f in fr],
@@ -387,10 +394,19 @@ def _moves(both: dict[str, tuple[float, float]], *, key: str, **where: str) -> l
 # -- task pages -----------------------------------------------------------------------------------------
 
 def _task_pages(cat: Catalog, board: Leaderboard) -> dict[str, dict[str, Any]]:
-    """Per task: per-gene PCC of the shown runs (both PCC modes) and every result set of the task."""
+    """Per task: per-gene PCC of the shown runs (both PCC modes), their rankings with the paired tests between
+    neighbours and Kendall's tau between alpha rules (`stbench.leaderboard.rankings`), the alpha-sensitivity
+    curves of its sweep runs (`stbench.leaderboard.sweeps`) and every result set of the task."""
+    from stbench.leaderboard.rankings import rank_taus, task_rankings
+    from stbench.leaderboard.sweeps import alpha_curve, how_to_sweep
+
     shown = [r for r in board.included if r["shown"]]
     ids = [r["run_id"] for r in shown]
     per_gene = _per_gene(cat, ids)
+    fold_gene = _per_fold_gene(cat, ids)
+    sweep_ids = [r["run_id"] for r in shown if str(r["protocol"].get("alpha", "")).startswith("sweep:")]
+    sweep_rows = _sweep_rows(cat, sweep_ids)
+    by_fp = {p["fingerprint"]: p for p in board.protocols}
     pages: dict[str, dict[str, Any]] = {}
     for task in sorted({r["task"] for r in board.included}):
         runs = [r for r in board.included if r["task"] == task]
@@ -401,12 +417,24 @@ def _task_pages(cat: Catalog, board: Leaderboard) -> dict[str, dict[str, Any]]:
             for mode in PCC_MODES:
                 genes[r["protocol_fingerprint"]][mode].setdefault(r["encoder"], {})[r["reducer"]] = \
                     per_gene.get(r["run_id"], {}).get(mode, {})
+        fps = [p["fingerprint"] for p in board.protocols if p["fingerprint"] in genes]
+        curves = [c for c in (alpha_curve(r, sweep_rows.get(r["run_id"], [])) for r in sorted(
+            t_shown, key=lambda r: (r["encoder"], reducer_sort_key(r["reducer"]))) if r["run_id"] in sweep_rows) if c]
+        hest = [by_fp[fp] for fp in fps if by_fp[fp]["protocol"].get("alpha") == "hest"]
+        searched = [by_fp[fp] for fp in fps if by_fp[fp]["protocol"].get("alpha") == "cv"
+                    or str(by_fp[fp]["protocol"].get("alpha", "")).startswith("sweep:")]
         pages[task] = {
             "task": task, "synthetic": any(r["synthetic"] for r in runs),
             "encoders": sorted({r["encoder"] for r in t_shown}),
             "reducers": _ordered_reducers({r["reducer"] for r in t_shown}),
-            "protocols": [p["fingerprint"] for p in board.protocols if p["fingerprint"] in genes],
+            "protocols": fps,
             "genes": genes,
+            "rankings": task_rankings(t_shown, fold_gene, protocols=fps, modes=PCC_MODES),
+            "taus": rank_taus(t_shown, [(a, b) for a in hest for b in searched
+                                        if _comparable(a["protocol"], b["protocol"])], modes=PCC_MODES),
+            "sweeps": curves,
+            "sweep_hint": how_to_sweep(task, sorted({r["encoder_name"] for r in t_shown}),
+                                       _ordered_reducers({r["reducer"] for r in t_shown})),
             "runs": [r["run_id"] for r in sorted(runs, key=lambda r: (r["protocol_fingerprint"] != board.default_protocol,
                                                                       r["encoder"], reducer_sort_key(r["reducer"]),
                                                                       not r["shown"], r["variant"]))],
@@ -417,6 +445,32 @@ def _task_pages(cat: Catalog, board: Leaderboard) -> dict[str, dict[str, Any]]:
 def reducer_sort_key(name: str) -> tuple[int, str]:
     """The paper's column order (identity, pca, bpbooster-random, bpbooster-gp), then other reducers by name."""
     return (REDUCER_ORDER.index(name) if name in REDUCER_ORDER else len(REDUCER_ORDER), name)
+
+
+def _per_fold_gene(cat: Catalog, run_ids: list[str]) -> dict[str, dict[str, dict[tuple[int, str], float]]]:
+    """run -> mode -> (fold, gene) -> PCC (per-sample: mean over the fold's test samples); NaN where undefined."""
+    out: dict[str, dict[str, dict[tuple[int, str], float]]] = defaultdict(lambda: {m: {} for m in PCC_MODES})
+    if not run_ids:
+        return out
+    marks = ", ".join("?" * len(run_ids))
+    for rid, fold, gene, v in cat.rows(f"SELECT run_id, fold, gene, pcc FROM gene_results WHERE run_id IN ({marks})",  # noqa: S608
+                                       run_ids):
+        out[rid]["pooled"][(int(fold), gene)] = math.nan if v is None else float(v)
+    for rid, fold, gene, v in cat.rows(f"""
+            SELECT run_id, fold, gene, avg(pcc) FILTER (WHERE NOT isnan(pcc)) FROM sample_gene_results
+            WHERE run_id IN ({marks}) GROUP BY run_id, fold, gene""", run_ids):  # noqa: S608
+        out[rid]["per-sample"][(int(fold), gene)] = math.nan if v is None else float(v)
+    return out
+
+
+def _sweep_rows(cat: Catalog, run_ids: list[str]) -> dict[str, list[tuple[int, str, float, float]]]:
+    """run -> its ``alpha_sweep`` rows (fold, gene, alpha, pcc); empty for a store from before schema m006."""
+    out: dict[str, list[tuple[int, str, float, float]]] = defaultdict(list)
+    if not run_ids or not _table_exists(cat, "alpha_sweep"):
+        return out
+    for rid, fold, gene, alpha, pcc in cat.alpha_curves(run_ids).iter_rows():
+        out[rid].append((fold, gene, alpha, pcc))
+    return out
 
 
 def _per_gene(cat: Catalog, run_ids: list[str]) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -469,3 +523,23 @@ def _frames(cat: Catalog, board: Leaderboard) -> dict[str, pl.DataFrame]:
         "sample_genes": cat._frame(f"SELECT * FROM sample_gene_results WHERE run_id IN ({marks}) "  # noqa: S608
                                    "ORDER BY run_id, fold, sample_id, gene", ids),
     }
+
+
+def best_gene(board: Leaderboard, task: str, encoder: str, genes: list[str], *, protocol: str | None = None) -> str | None:
+    """The best-predicted of ``genes`` for ``encoder`` on ``task``: the highest pooled PCC (mean over folds, as on the
+    task page) averaged over the reducers shown under ``protocol`` (default: the task's first protocol with runs of
+    the encoder); the first in name order among equals; None when no gene has a score."""
+    per = board.tasks[task]["genes"]
+    fps = [protocol] if protocol else [fp for fp in board.tasks[task]["protocols"]]
+    for fp in fps:
+        by_reducer = per.get(fp, {}).get("pooled", {}).get(encoder)
+        if not by_reducer:
+            continue
+        means = {}
+        for g in genes:
+            vals = [v[g] for v in by_reducer.values() if v.get(g) is not None]
+            if vals:
+                means[g] = sum(vals) / len(vals)
+        if means:
+            return min(means, key=lambda g: (-means[g], g))
+    return None

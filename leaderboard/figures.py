@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from stbench.leaderboard.data import best_gene
 from stbench.leaderboard.site import _controls, _joined, _page, _protocol_list, esc, protocol_card, slug
 from stbench.leaderboard.slices import reuse_spatial, spatial_folder, spatial_key, write_spatial
 
@@ -93,7 +94,11 @@ def spatial_page(board: Leaderboard, task: str, encoder: str, manifest: dict[str
         sub_note += ('<p class="note">† no run with the default options; the newest variant is shown: '
                      + "; ".join(f"{esc(red)}: {esc(v)}" for red, v in variants) + ".</p>")
     extra = (f'<label>Test sample <select id="sample">{sample_opts}</select></label>'
-             '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>')
+             '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>'
+             '<span id="gene-note" class="note" aria-live="polite"></span>')
+    # the page opens on the best-predicted gene (highest mean PCC over the reducers under the page's first protocol)
+    best = best_gene(board, task, encoder, manifest["genes"], protocol=fps[0])
+    first_gene = manifest["genes"].index(best) if best is not None else 0
     first = samples[0]
     if first["csv"]:
         links = "".join(f'<li><a href="{esc(s["csv"])}" download>{esc(s["id"])}</a> ({s["n_shown"]} spots)</li>'
@@ -106,7 +111,8 @@ def spatial_page(board: Leaderboard, task: str, encoder: str, manifest: dict[str
                     'PCC behind the panel titles is in <a href="data/sample_genes.csv" download>sample_genes.csv</a>.</p>')
     body = f"""<p>Encoder <strong>{esc(encoder)}</strong> on task <a href="{esc(task_file)}">{esc(task)}</a>:
 measured and predicted log1p expression of one gene at the spot coordinates of a test sample, for each reducer
-(default options), under the chosen protocol. Each panel has its own colour scale; its title gives that
+(default options), under the chosen protocol. It opens on the best-predicted gene, {esc(manifest["genes"][first_gene])}
+(highest mean PCC over folds and reducers under {esc(next(p["label"] for p in board.protocols if p["fingerprint"] == fps[0]))}). Each panel has its own colour scale; its title gives that
 sample's PCC for the gene. Each sample and gene is a small file loaded when chosen (values to 16 bits: within
 1/131,068 of the panel's range of the stored value).</p>
 {_controls(board, fps, extra=extra, modes=False)}
@@ -117,12 +123,12 @@ sample's PCC for the gene. Each sample and gene is a small file loaded when chos
     data = {"page": "spatial", "task": task, "encoder": encoder, "synthetic": synthetic, "protocols": _protocol_list(board),
             "default_protocol": fps[0], "folder": folder,
             "samples": [{k: s[k] for k in ("id", "dir", "n_spots", "n_shown", "csv")} for s in samples],
-            "genes": manifest["genes"], "gene_files": manifest["gene_files"],
+            "genes": manifest["genes"], "gene_files": manifest["gene_files"], "first_gene": first_gene,
             "runs": [{"run_id": r["run_id"], "reducer": r["reducer"], "protocol": r["protocol_fingerprint"],
                       "variant": r["variant"]} for r in runs],
             "pcc": _pcc_lists(pcc), "reducers": [r["reducer"] for r in runs]}
     base = f"data/{folder}/{first['dir']}"
-    scripts = ["assets/slices.js", f"{base}/spots.js", f"{base}/{manifest['gene_files'][0]}.js"]
+    scripts = ["assets/slices.js", f"{base}/spots.js", f"{base}/{manifest['gene_files'][first_gene]}.js"]
     return _page(title=f"Spatial maps · {task} · {encoder}", page="spatial", body=body, data=data, scripts=scripts,
                  synthetic=synthetic, nav=[("index.html", "Leaderboard"), (task_file, f"Task {task}"),
                                            ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
@@ -166,6 +172,7 @@ def embedding_page(board: Leaderboard, task: str, view: dict[str, Any], *, task_
              '<button type="button" data-value="cluster">k-means cluster</button>'
              '<button type="button" data-value="gene">gene</button></span>'
              '<label>Gene <input list="gene-list" id="gene" autocomplete="off"></label><datalist id="gene-list"></datalist>'
+             '<span id="gene-note" class="note" aria-live="polite"></span>'
              '<span class="switch" id="layout" role="group" aria-label="layout">'
              f'<button type="button" data-value="projection">{esc(view["method"].upper())}</button>'
              '<button type="button" data-value="tissue">tissue coordinates</button></span>')
@@ -183,7 +190,9 @@ computed once and kept under <code>cache/layouts/</code> in the store, keyed by 
 on (the embedding files' and model file's digests, the subsample, the projection and its parameters, k-means, the
 seed and the libraries' versions).</p><ul>{keys}</ul></details></section>
 {protocol_card(board, runs, built_at=built_at)}"""
-    data = {"page": "embeddings", "task": task, "synthetic": synthetic, **view}
+    names = sorted(view.get("genes") or {})
+    data = {"page": "embeddings", "task": task, "synthetic": synthetic, **view,
+            "first_gene": best_gene(board, task, view["encoder"], names) or (names[0] if names else "")}
     return _page(title=f"Embedding view · {task} · {view['encoder']}", page="embeddings", body=body, data=data,
                  synthetic=synthetic, nav=[("index.html", "Leaderboard"), (task_file, f"Task {task}"),
                                            ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)

@@ -313,6 +313,23 @@ other data versions: shown for context, <strong>never ranked with ours</strong>.
 </section>"""
 
 
+def _methods_html(m: dict[str, Any]) -> str:
+    """The paper's comparison with published methods (ST-Net, HisToGene, BLEEP, Stem): one row per model and task."""
+    metrics = m["metrics"]
+    head = "".join(f'<th data-type="num">{esc(x.upper())}</th>' for x in metrics)
+    body = "".join(
+        f'<tr data-kind="{esc(r["kind"])}"><td><span class="badge badge-published">PUBLISHED</span> {esc(r["model"])}</td>'
+        f'<td>{esc(r["task"])}</td>'
+        + "".join(f'<td class="num" data-sort="{r["values"][x]}">{r["values"][x]:.4f}</td>' if x in r["values"]
+                  else '<td class="num missing" data-sort="">—</td>' for x in metrics) + "</tr>" for r in m["rows"])
+    return f"""<section class="card published" id="published-methods">
+<h2>Published methods <span class="badge badge-published">PUBLISHED</span></h2>
+<p>{esc(m["title"])}: the published method baselines (ST-Net, HisToGene, BLEEP, Stem) and BP-Booster's own rows.
+Source: {esc(m["source"])}. {esc(m["note"])} Their numbers, their protocols: <strong>never ranked with ours</strong>.</p>
+<table class="sortable" id="published-methods-table"><thead><tr><th>model</th><th>task</th>{head}</tr></thead>
+<tbody>{body}</tbody></table></section>"""
+
+
 # -- pages ----------------------------------------------------------------------------------------------
 
 def _index(board: Leaderboard, *, default_reducer: str, task_files: dict[str, str], built_at: str, store_name: str) -> str:
@@ -338,7 +355,8 @@ the rank by it (only encoders with every task are ranked). Click a column header
 <p class="empty hidden">No result sets for this reducer under this protocol.</p>
 </div>
 <div class="card" id="heatmap-card-{esc(sid)}"><h3>Heatmap: encoders × tasks{badge}</h3>
-<div class="chart heatmap" id="heatmap-{esc(sid)}"></div></div>
+<div class="chart heatmap" id="heatmap-{esc(sid)}"></div>
+<p class="empty hidden heat-empty" id="heatmap-empty-{esc(sid)}"></p></div>
 <div class="card" id="gain-{esc(sid)}"><h3>Reducer gain (the BP-Booster paper's Table 3){badge}</h3>
 <p class="hint">Each reducer's mean PCC per task and encoder under the chosen protocol, and its gain over PCA
 (Δ = reducer − PCA).</p>
@@ -373,72 +391,23 @@ Under the HEST alpha the ridge is nearly unregularised, which favours reducers t
 for comparison only, <strong>never ranked with ours</strong>.</p>
 <table class="sortable" id="published-t3"><thead><tr><th>encoder</th><th>task</th>{t3_head}</tr></thead>
 <tbody>{t3_rows}</tbody></table></section>"""
+    methods = _methods_html(pub["methods"])
     downloads = """<section class="card" id="downloads"><h2>Downloads (CSV)</h2><ul>
 <li><a href="data/results.csv" download>results.csv</a>: one row per result set (pooled and per-sample PCC, variant, protocol, fingerprints)</li>
 <li><a href="data/folds.csv" download>folds.csv</a>: one row per result set and fold</li>
 <li><a href="data/genes.csv" download>genes.csv</a>: PCC and MSE per result set, fold and gene (pooled)</li>
 <li><a href="data/sample_genes.csv" download>sample_genes.csv</a>: PCC and MSE per result set, fold, test sample and gene</li>
-<li><a href="data/published.csv" download>published.csv</a>: the published reference numbers, with their source</li>
+<li><a href="data/published.csv" download>published.csv</a>: the published reference numbers (one row per table, model, task and metric), with their source</li>
 </ul></section>"""
     fps = sorted({fp for s in board.sections for fp in s["protocols"]}, key=[p["fingerprint"] for p in board.protocols].index)
-    body = (_controls(board, fps) + excluded + "".join(sections_html) + _published_html(pub) + table3 + downloads
+    body = (_controls(board, fps) + excluded + "".join(sections_html) + _published_html(pub) + table3 + methods + downloads
             + protocol_card(board, board.included, built_at=built_at))
     data = {"page": "index", "default_reducer": default_reducer, "default_protocol": board.default_protocol,
             "protocols": _protocol_list(board), "sections": board.sections, "task_pages": task_files}
     nav = [("#section-real" if board.sections[0]["id"] == "real" else f"#section-{board.sections[0]['id']}", "Leaderboard"),
-           ("#published", "Published"), ("#downloads", "Downloads"), ("#protocol-card", "Protocol")]
+           ("#published", "Published"), ("#published-methods", "Methods"), ("#downloads", "Downloads"), ("#protocol-card", "Protocol")]
     return _page(title="Which encoder and reducer best predict expression?", page="index", body=body, data=data,
                  nav=nav, built_at=built_at, store_name=store_name)
-
-
-def _run_public(r: dict[str, Any]) -> dict[str, Any]:
-    keep = ("run_id", "task", "synthetic", "encoder", "reducer", "variant", "shown", "alpha_rule", "protocol_fingerprint",
-            "weights_fingerprint", "scores", "alphas", "n_test", "folds", "finished_at", "stbench_version")
-    return {**{k: r[k] for k in keep}, "options": _public_options(r["reducer_options"])}
-
-
-def _task_page(board: Leaderboard, task: str, *, files: dict[str, Any], built_at: str, store_name: str) -> str:
-    page = board.tasks[task]
-    runs = [board.run(rid) for rid in page["runs"]]
-    synthetic = page["synthetic"]
-    spatial = files["spatial"].get(task, {})
-    views = []
-    if spatial:
-        views.append("<li>Spatial maps (measured and predicted expression at the spot coordinates): " + ", ".join(
-            f'<a href="{esc(f)}">{esc(enc)}</a>' for enc, f in spatial.items()) + "</li>")
-    else:
-        views.append(f"<li>Spatial maps: {esc(files['spatial_reason'])}</li>")
-    emb = files["embeddings"].get(task)
-    views.append(f'<li><a href="{esc(emb)}">Embedding view</a> (raw, PCA and BP-Booster embeddings in 2-D)</li>' if emb
-                 else f"<li>Embedding view: {esc(files['embeddings_reason'].get(task, 'not built'))}</li>")
-    enc_select = '<label>Encoder <select id="encoder"></select></label>'
-    body = f"""{_controls(board, page["protocols"], extra=enc_select)}
-<section class="card"><h2>Views</h2><ul>{"".join(views)}</ul></section>
-<section class="card" id="genes"><h2>Per-gene PCC</h2>
-<p class="hint">Mean PCC over folds per gene, for each reducer (its default options), with the encoder chosen above.</p>
-<div class="chart" id="gene-chart"></div>
-<label>Search genes <input type="search" id="gene-search" placeholder="gene name" autocomplete="off"></label>
-<span id="gene-count" class="hint"></span>
-<div class="table-wrap"><table class="sortable" id="gene-table"></table></div>
-</section>
-<section class="card" id="runs"><h2>All result sets of this task</h2>
-<p class="hint">Every complete run, including reducer variants (options other than the defaults); the ones marked
-"main" are in the leaderboard's views. Per-fold values in fold order.</p>
-<div class="table-wrap"><table class="sortable" id="runs-table"></table></div>
-</section>
-<section class="card"><h2>Downloads (CSV)</h2><ul>
-<li><a href="data/{esc(files["task_csv"][task])}" download>{esc(files["task_csv"][task])}</a>: per-gene PCC and MSE of this task's result sets</li>
-<li><a href="data/results.csv" download>results.csv</a>, <a href="data/folds.csv" download>folds.csv</a>,
-<a href="data/sample_genes.csv" download>sample_genes.csv</a>: all tasks</li></ul></section>
-{protocol_card(board, runs, built_at=built_at)}"""
-    data = {"page": "task", "task": task, "synthetic": synthetic, "protocols": _protocol_list(board),
-            "default_protocol": page["protocols"][0] if page["protocols"] else board.default_protocol,
-            "encoders": page["encoders"], "reducers": page["reducers"], "genes": page["genes"],
-            "runs": [_run_public(r) for r in runs]}
-    title = f"Task {task}"
-    return _page(title=title, page="task", body=body, data=data, synthetic=synthetic,
-                 nav=[("index.html", "Leaderboard"), ("#genes", "Genes"), ("#runs", "Result sets"),
-                      ("#protocol-card", "Protocol")], built_at=built_at, store_name=store_name)
 
 
 # -- CSVs --------------------------------------------------------------------------------------------------
@@ -448,9 +417,11 @@ def _published_frame() -> Any:
 
     pub = published_tables()
     rows = [{"table": pub["hest"]["id"], "source": pub["hest"]["source"], "encoder": r["encoder"], "task": task,
-             "reducer": "pca", "pcc": v} for r in pub["hest"]["rows"] for task, v in r["values"].items()]
+             "reducer": "pca", "metric": "pcc", "value": v} for r in pub["hest"]["rows"] for task, v in r["values"].items()]
     rows += [{"table": pub["table3"]["id"], "source": pub["table3"]["source"], "encoder": r["encoder"], "task": r["task"],
-              "reducer": red, "pcc": v} for r in pub["table3"]["rows"] for red, v in r["values"].items()]
+              "reducer": red, "metric": "pcc", "value": v} for r in pub["table3"]["rows"] for red, v in r["values"].items()]
+    rows += [{"table": pub["methods"]["id"], "source": pub["methods"]["source"], "encoder": r["model"], "task": r["task"],
+              "reducer": "", "metric": m, "value": v} for r in pub["methods"]["rows"] for m, v in r["values"].items()]
     return pl.DataFrame(rows)
 
 
@@ -505,6 +476,7 @@ def _write_site(w: _Writer, board: Leaderboard, store_root: Path, report: BuildR
     import polars as pl
     from stbench.leaderboard.figures import embedding_page, embedding_views, plan_views, write_spatial_page
     from stbench.leaderboard.layouts import Background, LayoutReport, cached, spare_cpu
+    from stbench.leaderboard.task_page import task_page
     from stbench.stores import Store
 
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -573,6 +545,6 @@ def _write_site(w: _Writer, board: Leaderboard, store_root: Path, report: BuildR
         report.notes.append(f"spatial maps: {report.spatial_built} data folders written, {report.spatial_reused} "
                             "unchanged since the previous build (reused)")
     for task in board.tasks:
-        w.text(task_files[task], _task_page(board, task, files=files, built_at=built_at, store_name=store_name))
+        w.text(task_files[task], task_page(board, task, files=files, built_at=built_at, store_name=store_name))
     w.text("index.html", _index(board, default_reducer=reducer, task_files=task_files, built_at=built_at,
                                 store_name=store_name))

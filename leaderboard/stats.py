@@ -18,9 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Comparison", "compare", "holm", "kendall_tau", "neighbours_apart", "SIGNIFICANCE"]
+__all__ = ["Comparison", "compare", "fold_differences", "holm", "kendall_tau", "neighbours_apart", "verdict",
+           "MIN_FOLDS", "SIGNIFICANCE"]
 
 SIGNIFICANCE = 0.05
+# The paired test is over genes within folds: it says a difference holds across genes. Whether it holds across
+# tissues rests on the folds, so a difference is called real only with at least this many folds, all agreeing.
+MIN_FOLDS = 3
 _BOOTSTRAP = 2000
 
 
@@ -75,6 +79,35 @@ def neighbours_apart(order: Sequence[str], adjusted: Mapping[tuple[str, str], fl
         p = adjusted.get((x, y), adjusted.get((y, x), float("nan")))
         out.append(bool(np.isfinite(p) and p < level))
     return out
+
+
+def fold_differences(a: Mapping[tuple[int, str], float], b: Mapping[tuple[int, str], float]) -> dict[int, float]:
+    """Per fold, the mean of ``a - b`` over the genes both score in that fold (the pairs `compare` uses)."""
+    by_fold: dict[int, list[float]] = {}
+    for k in set(a) & set(b):
+        if np.isfinite(a[k]) and np.isfinite(b[k]):
+            by_fold.setdefault(int(k[0]), []).append(a[k] - b[k])
+    return {f: float(np.mean(v)) for f, v in sorted(by_fold.items())}
+
+
+def verdict(c: Comparison, p_adjusted: float, folds: Mapping[int, float], *, level: float = SIGNIFICANCE,
+            min_folds: int = MIN_FOLDS) -> str:
+    """Why ``a`` and ``b`` cannot be told apart, or "" when they can: the Holm-adjusted p below ``level``, the
+    bootstrap interval clear of zero, at least ``min_folds`` folds and every fold's mean difference (`fold_differences`)
+    on the side of the overall one. Reasons are short phrases for the site."""
+    if c.n == 0:
+        return "no gene scored by both"
+    if len(folds) < min_folds:
+        return (f"only {len(folds)} fold{'s' if len(folds) != 1 else ''} (at least {min_folds} needed): a difference "
+                "across genes, untested across tissue sections")
+    if not (np.isfinite(p_adjusted) and p_adjusted < level):
+        return f"Holm-adjusted p = {p_adjusted:.2g} (not below {level:g})" if np.isfinite(p_adjusted) else "no test"
+    if c.ci_low <= 0 <= c.ci_high:
+        return "the 95% interval of the mean difference includes 0"
+    against = [f for f, d in folds.items() if np.sign(d) != np.sign(c.mean_diff)]
+    if against:
+        return f"fold{'s' if len(against) > 1 else ''} {', '.join(map(str, against))} go{'' if len(against) > 1 else 'es'} the other way"
+    return ""
 
 
 def kendall_tau(a: Mapping[str, float], b: Mapping[str, float]) -> float:

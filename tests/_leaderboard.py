@@ -3,7 +3,8 @@ shared by tests/test_leaderboard.py and tests/test_leaderboard_browser.py).
 
 Two encoders (the tiny CNN and a copy with other weights). Under the HEST alpha: identity, PCA (defaults and
 a variant) and a fast BP-Booster for the first, identity and PCA for the second; under the cross-validated
-alpha: identity and PCA for the first, PCA for the second (cross-validated runs are the slow ones).
+alpha: identity and PCA for the first, PCA for the second (cross-validated runs are the slow ones); an alpha
+sweep (`SWEEP`) of identity and PCA for the first.
 ``evil_store`` renames an encoder, a reducer, a task and a gene to HTML.
 """
 
@@ -20,6 +21,7 @@ from tests._tiny import make_tiny_task, tiny_encoder
 EVIL = "<script>alert(1)</script>\"&'"
 SECOND = "test-tiny-cnn-b"
 BOOSTER = {"epochs": 2, "latent_dim": 16, "heads": 4, "n_hvg": 20}
+SWEEP = "sweep:1e-3:1e4:8"  # the alpha-sensitivity curve: 8 alphas (one per decade) and HEST's
 
 
 def register_encoders() -> None:
@@ -63,6 +65,8 @@ def leaderboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_task(task, "test-tiny-cnn", [ReducerChoice("identity"), ReducerChoice("pca")], cv, st, device="cpu")
         run_task(task, SECOND, [ReducerChoice("identity"), ReducerChoice("pca")], hest, st, device="cpu")
         run_task(task, SECOND, [ReducerChoice("pca")], cv, st, device="cpu")
+        run_task(task, "test-tiny-cnn", [ReducerChoice("identity"), ReducerChoice("pca")], Protocol.from_options(alpha=SWEEP),
+                 st, device="cpu")
     (base / "done").touch()
     return store_dir
 

@@ -130,7 +130,8 @@ def test_main_table_shows_the_catalog_numbers_with_ranks(site, summary, store):
                 avgs = [r["avg"] for r in table["rows"]]
                 assert [r["rank"] for r in table["rows"]] == [1 + sum(a > v for a in avgs) for v in avgs]
                 assert avgs == sorted(avgs, reverse=True)
-    assert checked == 2 * ((2 + 2 + 1) + (1 + 2))  # modes x (HEST: identity, pca x 2, booster; CV: identity, pca x 2)
+    # modes x (HEST: identity, pca x 2, booster; CV: identity, pca x 2; sweep: identity, pca)
+    assert checked == 2 * ((2 + 2 + 1) + (1 + 2) + 2)
     hest = data["default_protocol"]
     assert data["protocols"][0]["fingerprint"] == hest and data["protocols"][0]["label"] == "HEST α"
     assert data["default_reducer"] == "pca"
@@ -257,7 +258,8 @@ def test_csv_downloads_hold_the_catalog_rows(site, summary, store):
     assert len(pl.read_csv(out / "data/sample_genes.csv")) == n_sample
     assert len(pl.read_csv(out / "data/folds.csv")) == n_folds
     published = pl.read_csv(out / "data/published.csv")
-    assert set(published["table"]) == {"hest-readme-2024-08-30", "bpbooster-table3"} and published["source"].null_count() == 0
+    assert set(published["table"]) == {"hest-readme-2024-08-30", "bpbooster-table3", "bpbooster-methods"}
+    assert published["source"].null_count() == 0 and published["value"].null_count() == 0
     pages = list(out.glob("spatial-*.html"))
     for page in pages:  # the spatial CSVs: one per sample, a row per spot and gene, a column per run shown, the stored values
         data = page_data(page)
@@ -329,7 +331,8 @@ def test_spatial_maps_show_the_stored_predictions(site, store):
     assert x.tolist() == pytest.approx(mine["x"].to_list())
     text = page.read_text()
     first = f"data/{data['folder']}/{data['samples'][0]['dir']}"
-    assert re.findall(r'<script src="(data/[^"]+)"', text) == [f"{first}/spots.js", f"{first}/{data['gene_files'][0]}.js"]
+    g = data["first_gene"]  # the best-predicted gene (test_views_open_on_the_best_predicted_gene)
+    assert re.findall(r'<script src="(data/[^"]+)"', text) == [f"{first}/spots.js", f"{first}/{data['gene_files'][g]}.js"]
     for s in data["samples"]:  # every slice the page can ask for
         for name in ["spots", *data["gene_files"]]:
             assert read_slice(out / "data" / data["folder"] / s["dir"] / f"{name}.js")[0].endswith(f"/{s['dir']}/{name}")
@@ -574,6 +577,8 @@ def test_protocol_labels_and_tied_ranks():
 
     assert protocol_label({"alpha": "hest", "solver": "lsqr", "genes": "task", "seed": 1}) == "HEST α"
     assert protocol_label({"alpha": "cv", "solver": "exact", "genes": "task", "seed": 1}) == "CV α"
+    assert protocol_label({"alpha": "sweep:1e-06:1e+08:29", "solver": "exact", "dtype": "float64", "intercept": False,
+                           "genes": "task", "seed": 1}) == "CV α of sweep 1e-06..1e+08 (29)"
     assert protocol_label({"alpha": "hest", "solver": "exact", "genes": "file", "gene_list": ["A", "B"],
                            "panel": "pam50", "intercept": True, "seed": 2}) == "HEST α · solver exact · genes PAM50 (2) · intercept · seed 2"
     assert rank_desc({"a": 0.5, "b": 0.7, "c": 0.5, "d": None}) == {"a": 2, "b": 1, "c": 2, "d": None}
@@ -595,3 +600,252 @@ def test_a_random_weight_control_is_its_own_labelled_row(store, tmp_path):
     board = load_leaderboard(copy, include_synthetic=True)
     names = {(r["encoder"], r["encoder_name"]) for r in board.runs}
     assert names == {("test-tiny-cnn", "test-tiny-cnn"), (f"{SECOND} (random weights)", SECOND)}
+
+
+# -- issue 13: alpha sweeps, the evidence behind rankings, published methods, site details --------------------------
+
+def _fold_gene(store: Path, run_ids: list[str]) -> dict[str, dict[tuple[int, str], float]]:
+    with Catalog(store / "catalog.duckdb", read_only=True) as cat:
+        rows = cat._frame("SELECT run_id, fold, gene, pcc FROM gene_results")
+    out: dict[str, dict[tuple[int, str], float]] = {r: {} for r in run_ids}
+    for rid, fold, gene, pcc in rows.iter_rows():
+        if rid in out:
+            out[rid][(fold, gene)] = pcc
+    return out
+
+
+def test_alpha_sensitivity_curves_are_the_stored_sweep(site, store):
+    """Each sweep run's curve: at each swept alpha the mean over folds of the fold's mean PCC over genes; HEST's
+    point at 100 / (n_features x n_genes) per fold; the CV choice per fold; on the plateau when within 0.002."""
+    from tests._leaderboard import SWEEP
+
+    out, _ = site
+    page = _task_page(out)
+    data = page_data(page)
+    with Catalog(store / "catalog.duckdb", read_only=True) as cat:
+        sweep = cat._frame("SELECT run_id, fold, gene, alpha, pcc FROM alpha_sweep")
+        folds = cat._frame("SELECT run_id, fold, n_features, n_genes, alpha FROM fold_results")
+        runs = cat._frame("SELECT run_id, encoder, reducer, alpha_rule FROM runs")
+    swept = runs.filter(pl.col("alpha_rule").str.starts_with("sweep:"))
+    assert sorted(swept["reducer"]) == ["identity", "pca"]
+    assert sorted((c["encoder"], c["reducer"], c["run_id"]) for c in data["sweeps"]) == sorted(
+        (e, r, i) for i, e, r, _ in swept.iter_rows())
+    _, lo, hi, n = SWEEP.split(":")
+    grid = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(n))
+    text = page.read_text()
+    for c in data["sweeps"]:
+        mine = sweep.filter(pl.col("run_id") == c["run_id"])
+        fr = folds.filter(pl.col("run_id") == c["run_id"]).sort("fold")
+        fold_ids = fr["fold"].to_list()
+
+        def at(fold: int, alpha: float, mine: pl.DataFrame = mine) -> float:  # the fold's mean over its finite genes
+            v = mine.filter((pl.col("fold") == fold) & ((pl.col("alpha") / alpha - 1).abs() < 1e-9))["pcc"].to_numpy()
+            assert len(v), (fold, alpha)
+            return float(np.nanmean(v))
+
+        assert all(any(abs(a / g - 1) < 1e-9 for a in c["alphas"]) for g in grid)  # every swept alpha is drawn
+        for a, v in zip(c["alphas"], c["pcc"]):
+            assert v == pytest.approx(np.mean([at(f, a) for f in fold_ids]), abs=1e-12)
+        hest = [100.0 / (nf * ng) for nf, ng in zip(fr["n_features"], fr["n_genes"])]
+        hest_pcc = float(np.mean([at(f, a) for f, a in zip(fold_ids, hest)]))
+        assert c["hest"]["alphas"] == pytest.approx(hest) and c["hest"]["pcc"] == pytest.approx(hest_pcc, abs=1e-12)
+        peak = max(max(c["pcc"]), hest_pcc)
+        assert c["peak"]["pcc"] == pytest.approx(peak) and c["on_plateau"] == (peak - hest_pcc <= 0.002)
+        assert [(x["fold"], x["alpha"]) for x in c["cv"]] == list(zip(fold_ids, fr["alpha"].to_list()))
+        assert c["cv_pcc"] == pytest.approx(np.mean([at(f, a) for f, a in zip(fold_ids, fr["alpha"])]))
+        li = re.search(rf'<li data-run="{c["run_id"]}" class="(on|off)">([^<]*)</li>', text)
+        assert li and li.group(1) == ("on" if c["on_plateau"] else "off")
+        assert ("on the plateau" if c["on_plateau"] else "off the plateau") in li.group(2)
+        assert f"peak {peak:.4f}" in li.group(2) and f"gives {hest_pcc:.4f}" in li.group(2)
+    assert 'id="alpha-chart"' in text and 'id="alpha-none"' not in text
+
+
+def _holm(p: list[float]) -> list[float]:
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def _check_rankings(data: dict, fold_gene: dict, *, n_folds: int) -> list[bool]:
+    """Recompute every ranking of the task page independently; returns the 'told apart' flags seen."""
+    from scipy.stats import wilcoxon
+
+    seen = []
+    for fp, modes in data["rankings"].items():
+        shown = [r for r in data["runs"] if r["shown"] and r["protocol_fingerprint"] == fp]
+        rk = modes["pooled"]
+        pairs = []
+        for key, name_key, group in (("encoders", "encoder", "reducer"), ("reducers", "reducer", "encoder")):
+            for value, ranking in rk[key].items():
+                mine = sorted([r for r in shown if r[group] == value], key=lambda r: -r["scores"]["pooled"]["mean"])
+                assert [x["name"] for x in ranking["rows"]] == [r[name_key] for r in mine]
+                pairs += [(ranking, i, mine[i]["run_id"], mine[i + 1]["run_id"]) for i in range(len(mine) - 1)]
+        raw = []
+        for ranking, i, a, b in pairs:
+            da, db = fold_gene[a], fold_gene[b]
+            keys = [k for k in da if k in db and not math.isnan(da[k]) and not math.isnan(db[k])]
+            d = np.array([da[k] - db[k] for k in keys])
+            nxt = ranking["rows"][i]["next"]
+            assert nxt["n"] == len(d) and nxt["mean_diff"] == pytest.approx(d.mean())
+            half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))  # the bootstrap interval is about the normal one
+            assert nxt["ci"][0] == pytest.approx(d.mean() - half, abs=0.3 * half)
+            assert nxt["ci"][1] == pytest.approx(d.mean() + half, abs=0.3 * half)
+            per_fold = [np.mean([da[k] - db[k] for k in keys if k[0] == f]) for f in sorted({k[0] for k in keys})]
+            assert nxt["fold_diffs"] == pytest.approx(per_fold) and len(per_fold) == n_folds
+            raw.append(wilcoxon(d).pvalue)
+        adjusted = _holm(raw)
+        for (ranking, i, _, _), p, q in zip(pairs, raw, adjusted):
+            nxt = ranking["rows"][i]["next"]
+            assert nxt["p"] == pytest.approx(p) and nxt["p_holm"] == pytest.approx(q)
+            same_sign = all(np.sign(x) == np.sign(nxt["mean_diff"]) for x in nxt["fold_diffs"])
+            want = bool(q < 0.05 and not (nxt["ci"][0] <= 0 <= nxt["ci"][1]) and n_folds >= 3 and same_sign)
+            assert nxt["apart"] is want, nxt
+            seen.append(want)
+        for ranking in [*rk["encoders"].values(), *rk["reducers"].values()]:  # rank ranges: chains of ties
+            rows, i = ranking["rows"], 0
+            while i < len(rows):
+                j = i
+                while j + 1 < len(rows) and not rows[j]["next"]["apart"]:
+                    j += 1
+                for k in range(i, j + 1):
+                    assert rows[k]["rank"] == (str(i + 1) if i == j else f"{i + 1}–{j + 1}")
+                i = j + 1
+    return seen
+
+
+def test_rankings_mark_neighbours_that_cannot_be_told_apart(site, store):
+    out, _ = site
+    data = page_data(_task_page(out))
+    fold_gene = _fold_gene(store, [r["run_id"] for r in data["runs"]])
+    seen = _check_rankings(data, fold_gene, n_folds=3)
+    assert True in seen and False in seen  # the tiny store has both
+
+
+def test_kendall_tau_between_the_alpha_rules(site):
+    out, _ = site
+    data = page_data(_task_page(out))
+    labels = {p["fingerprint"]: p["label"] for p in data["protocols"]}
+    got = {(labels[t["from"]], labels[t["to"]], t["mode"]): t for t in data["taus"]}
+    sweep_label = next(lab for lab in labels.values() if lab.startswith("CV α of sweep"))
+    assert set(got) == {("HEST α", to, m) for to in ("CV α", sweep_label) for m in ("pooled", "per-sample")}
+    for t in data["taus"]:
+        def scores(fp, t=t):
+            return {f"{r['encoder']} · {r['reducer']}": r["scores"][t["mode"]]["mean"] for r in data["runs"]
+                    if r["shown"] and r["protocol_fingerprint"] == fp}
+        a, b = scores(t["from"]), scores(t["to"])
+        keys = sorted(set(a) & set(b))
+        assert t["entries"] == keys and t["n"] == len(keys)
+        conc = sum(np.sign(a[x] - a[y]) * np.sign(b[x] - b[y]) for i, x in enumerate(keys) for y in keys[i + 1:])
+        assert t["tau"] == pytest.approx(conc / (len(keys) * (len(keys) - 1) / 2))  # no ties among these scores
+    assert got[("HEST α", "CV α", "pooled")]["n"] == 3 and got[("HEST α", sweep_label, "pooled")]["n"] == 2
+    assert "Kendall τ between the ranking under" in _task_page(out).read_text()
+
+
+def test_two_folds_never_separate_and_no_sweep_says_how(store, tmp_path):
+    """A store with two folds: every neighbour pair is 'not significant' whatever its p, ranks become ranges; without
+    sweep runs the task page says which command stores them."""
+    import shutil
+
+    import duckdb
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    with duckdb.connect(str(copy / "catalog.duckdb")) as con:
+        for table in ("fold_results", "gene_results", "sample_gene_results", "alpha_sweep"):
+            con.execute(f"DELETE FROM {table} WHERE fold = 2")  # noqa: S608
+        swept = [r for (r,) in con.execute("SELECT run_id FROM runs WHERE alpha_rule LIKE 'sweep:%'").fetchall()]
+        for table in ("runs", "fold_results", "gene_results", "sample_gene_results", "alpha_sweep"):
+            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [swept])  # noqa: S608
+    out = tmp_path / "site"
+    r = CliRunner().invoke(cli, ["leaderboard", "build", "--store", str(copy), "--out", str(out), "--include-synthetic",
+                                 "--no-embeddings"])
+    assert r.exit_code == 0, r.output
+    page = _task_page(out)
+    data = page_data(page)
+    seen = _check_rankings(data, _fold_gene(copy, [r["run_id"] for r in data["runs"]]), n_folds=2)
+    assert seen and not any(seen)
+    nexts = [row["next"] for fp in data["rankings"].values() for mode in fp.values()
+             for ranking in [*mode["encoders"].values(), *mode["reducers"].values()] for row in ranking["rows"] if row["next"]]
+    assert nexts and all(n["reason"].startswith("only 2 folds") and not n["apart"] for n in nexts)
+    assert any(n["p_holm"] < 0.05 for n in nexts)  # a difference across genes, still not called real
+    assert data["sweeps"] == []
+    text = " ".join(page.read_text().split())
+    assert 'id="alpha-none"' in text and 'id="alpha-chart"' not in text
+    assert "bench run --task TINY --encoder test-tiny-cnn,test-tiny-cnn-b --reducer identity,pca,bpbooster-random --alpha sweep" in text
+
+
+def _best_gene(store: Path, run_ids: list[str], genes: list[str]) -> str:
+    """The gene with the highest pooled PCC (mean over folds per run, then over the runs), first by name among equals."""
+    fg = _fold_gene(store, run_ids)
+    means = {}
+    for g in genes:
+        per_run = [np.nanmean([v for (f, gg), v in fg[r].items() if gg == g]) for r in run_ids]
+        per_run = [v for v in per_run if not math.isnan(v)]
+        if per_run:
+            means[g] = float(np.mean(per_run))
+    top = max(means.values())
+    return min(g for g, v in means.items() if v == top)
+
+
+def test_views_open_on_the_best_predicted_gene(site, store):
+    out, _ = site
+    task = page_data(_task_page(out))
+    differs = []
+    for page in out.glob("spatial-*.html"):
+        data = page_data(page)
+        runs = [r["run_id"] for r in task["runs"] if r["shown"] and r["encoder"] == data["encoder"]
+                and r["protocol_fingerprint"] == data["default_protocol"]]
+        best = _best_gene(store, runs, data["genes"])
+        assert data["genes"][data["first_gene"]] == best
+        differs.append(best != min(data["genes"]))
+        assert f"opens on the best-predicted gene, {best} (highest mean PCC over folds and reducers under HEST α)" in \
+            " ".join(page.read_text().split())
+    assert any(differs)  # not the first gene by name
+    [emb] = out.glob("embeddings-*.html")
+    data = page_data(emb)
+    hest = page_data(out / "index.html")["default_protocol"]
+    runs = [r["run_id"] for r in task["runs"] if r["shown"] and r["encoder"] == data["encoder"] and r["protocol_fingerprint"] == hest]
+    assert data["first_gene"] == _best_gene(store, runs, sorted(data["genes"]))
+
+
+# the numbers of shared/specs/bp-booster.md, typed again here
+METHODS = {("ST-Net", "IDC"): {"pcc": 0.4147}, ("ST-Net", "SKCM"): {"pcc": 0.5109},
+           ("HisToGene", "IDC"): {"pcc": 0.089}, ("HisToGene", "SKCM"): {"pcc": 0.2655},
+           ("BLEEP", "IDC"): {"pcc": 0.4131}, ("BLEEP", "SKCM"): {"pcc": 0.3812},
+           ("Stem", "PRAD"): {"pcc-10": 0.6103, "pcc-50": 0.5315, "pcc-200": 0.3832, "mse": 1.4873}}
+
+
+def test_published_method_baselines_are_labelled_reference_rows(site):
+    from stbench.leaderboard.published import published_for_task
+
+    out, _ = site
+    text = (out / "index.html").read_text()
+    block = text[text.index('id="published-methods"'):]
+    block = block[:block.index("</section>")]
+    for (model, task), values in METHODS.items():
+        row = re.search(rf'<tr data-kind="method"><td><span class="badge badge-published">PUBLISHED</span> {model}</td>'
+                        rf'<td>{task}</td>(.*?)</tr>', block)
+        assert row, (model, task)
+        for v in values.values():
+            assert f">{v:.4f}<" in row.group(1)
+    assert block.count("badge-published") >= 1 + 8 + 7  # the heading and every row
+    csv = pl.read_csv(out / "data/published.csv").filter(pl.col("table") == "bpbooster-methods")
+    for (model, task), values in METHODS.items():
+        for metric, v in values.items():
+            assert csv.filter((pl.col("encoder") == model) & (pl.col("task") == task) & (pl.col("metric") == metric))[
+                "value"].to_list() == [v]
+    data = page_data(out / "index.html")
+    ranked = {r["encoder"] for s in data["sections"] for t in s["main"].values() for m in t.values()
+              for table in m.values() for r in table["rows"]}
+    assert not ranked & {m for m, _ in METHODS}
+    # a task page shows the published rows of its task only (LUAD is our LUNG), apart from the ranking
+    assert not published_for_task("TINY") and 'id="published-task"' not in _task_page(out).read_text()
+    lung = published_for_task("luad")
+    assert {(r["model"], r["reducer"]) for r in lung if r["table"].startswith("BP-Booster paper, Table 3")} == {
+        (e, red) for e in ("ResNet 50", "CTransPath", "Phikon", "CONCH", "GigaPath", "UNI", "Virchow", "Virchow2",
+                           "H-Optimus-0") for red in ("identity", "pca", "bpbooster-random", "bpbooster-gp")}
+    assert {r["model"] for r in published_for_task("SKCM") if not r["reducer"]} >= {"ST-Net", "HisToGene", "BLEEP"}
+    assert [r["values"] for r in published_for_task("prad") if r["model"] == "Stem"] == [METHODS[("Stem", "PRAD")]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 from stbench.cli import cli
 
 from tests._leaderboard import EVIL, evil_store, leaderboard_store, register_encoders
+from tests.test_leaderboard import page_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,9 +126,14 @@ def test_index_table_sorting_switches_and_charts(browser, site, artifacts):
     after = _numbers(page, table, 2)
     assert len(after) == 1 and after[0] not in before
     assert page.locator("#section-synthetic .reducer-switch button[aria-pressed='true']").inner_text() == "bpbooster-random"
+    box = page.locator("#heatmap-synthetic").bounding_box()  # one encoder, one task: one modest cell, not a page-wide box
+    assert box["height"] <= 200 and box["width"] <= 500, box
     # the protocol switch reaches every view: no booster run under the CV alpha, pca has both encoders again
     page.select_option("#protocol", label="CV α")
     assert page.locator("#main-synthetic .empty").is_visible()
+    assert not page.locator("#heatmap-synthetic").is_visible()  # no blank box: a sentence instead
+    note = page.locator("#heatmap-empty-synthetic")
+    assert note.is_visible() and "No result sets of bpbooster-random under CV α" in note.inner_text()
     page.locator("#section-synthetic .reducer-switch button", has_text="pca").click()
     assert page.locator(f"{table} tbody tr").count() == 2 and _numbers(page, table, 2) != before
     page.locator("#mode button", has_text="per-sample").click()
@@ -136,6 +143,7 @@ def test_index_table_sorting_switches_and_charts(browser, site, artifacts):
     assert page.locator("#heatmap-synthetic .main-svg").count() > 0
     assert page.locator("#heatmap-synthetic .hm image, #heatmap-synthetic .heatmaplayer").count() > 0
     assert page.locator("#slope-synthetic .scatterlayer .trace").count() >= 2
+    assert page.locator("#slope-synthetic").bounding_box()["height"] <= 300  # two ranks: sized to them
     assert page.locator("#published-hest tbody tr").count() == 9
     page.select_option("#protocol", label="HEST α")
     page.locator("#mode button", has_text="pooled").click()
@@ -157,6 +165,8 @@ def test_task_spatial_and_embedding_pages(browser, site, artifacts):
     assert page.locator("#gene-table tbody tr:not(.hidden) td").first.inner_text() == EVIL
     page.fill("#gene-search", "")
     assert page.locator("#runs-table tbody tr").count() >= 8
+    _check_ranking_and_alpha(page, task)
+    _check_gene_suggestions(page, task)
     page.screenshot(path=str(artifacts / "leaderboard-task.png"), full_page=True)
 
     [spatial] = [p for p in site.glob("spatial-tiny-*-test-tiny-cnn-*.html")]
@@ -168,11 +178,64 @@ def test_task_spatial_and_embedding_pages(browser, site, artifacts):
     [emb] = list(site.glob("embeddings-*.html"))
     page = w.open(emb)
     assert page.locator("#embeddings .panel:has(.main-svg)").count() == 3
+    assert page.input_value("#gene") == page_data(emb)["first_gene"]  # the best-predicted gene
     page.locator("#colour button", has_text="gene").click()
     page.locator("#layout button", has_text="tissue").click()
     assert page.locator("#embeddings .panel:has(.main-svg)").count() == 3
     page.screenshot(path=str(artifacts / "leaderboard-embeddings.png"), full_page=True)
     w.check_clean()
+
+
+def _close(word: str, names: list[str]) -> list[str]:
+    """What the page should suggest: Python's difflib, case-folded."""
+    import difflib
+
+    lower = {n.lower(): n for n in names}
+    return [lower[x] for x in difflib.get_close_matches(word.lower(), list(lower))]
+
+
+def _check_ranking_and_alpha(page, task: Path) -> None:
+    """The ranking tables show the page data's ranks and verdicts; the alpha chart draws every sweep curve."""
+    data = page_data(task)
+    fp = page.eval_on_selector("#protocol", "s => s.value")
+    mode = "pooled"
+    view = data["rankings"][fp][mode]
+    tables = page.locator("#rank-encoders table.ranking")
+    reducers = [r for r in data["reducers"] if r in view["encoders"]]
+    assert tables.count() == len(reducers)
+    for t, red in enumerate(reducers):
+        rows = view["encoders"][red]["rows"]
+        cells = tables.nth(t).evaluate("t => Array.from(t.tBodies[0].rows).map(r => Array.from(r.cells).map(c => c.textContent))")
+        assert [c[0] for c in cells] == [r["rank"] for r in rows] and [c[1] for c in cells] == [r["name"] for r in rows]
+        for c, r in zip(cells, rows):
+            if r["next"]:
+                want = f"yes, from {r['next']['vs']}" if r["next"]["apart"] else f"not significant: {r['next']['reason']}"
+                assert c[6] == want
+    assert page.locator("#rank-reducers table.ranking tbody tr").count() == len(
+        view["reducers"][page.eval_on_selector("#encoder", "s => s.value")]["rows"])
+    per_curve = [2 + (c["hest"]["pcc"] is not None) + bool(c["cv"]) for c in data["sweeps"]]
+    assert data["sweeps"] and page.locator("#alpha-chart .scatterlayer .trace").count() == sum(per_curve)
+    assert page.eval_on_selector("#alpha-chart", "d => d.layout.xaxis.type") == "log"
+    assert page.locator("#alpha-sentences li").count() == len(data["sweeps"])
+
+
+def _check_gene_suggestions(page, task: Path) -> None:
+    names = page.eval_on_selector_all("#gene-table tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+    gene = next(n for n in names if re.fullmatch(r"G\d{3}", n))
+    typo = gene[:2] + "O" + gene[3:]  # a letter O for a digit: no gene has it
+    page.fill("#gene-search", typo)
+    assert page.locator("#gene-table tbody tr:not(.hidden)").count() == 0
+    note = page.locator("#gene-note")
+    assert f"“{typo}” is not among this task's {len(names)} genes" in note.inner_text()
+    want = _close(typo, names)
+    assert want and note.locator("button.suggestion").all_inner_texts() == want
+    note.locator("button.suggestion").first.click()
+    assert page.input_value("#gene-search") == want[0]
+    assert page.locator("#gene-table tbody tr:not(.hidden) td").first.inner_text() == want[0]
+    page.fill("#gene-search", "zzzz")
+    assert "No name is close to it." in page.locator("#gene-note").inner_text()
+    page.fill("#gene-search", "")
+    assert page.locator("#gene-note").inner_text() == ""
 
 
 def _drawn(page) -> list[list[float | None]]:
@@ -185,7 +248,7 @@ def test_spatial_page_loads_one_slice_per_choice(browser, site, artifacts):
     loads that gene's slice, choosing a sample that sample's spots and gene, and draws the values they hold."""
     from stbench.leaderboard.slices import unpack_u16
 
-    from tests.test_leaderboard import page_data, read_slice
+    from tests.test_leaderboard import read_slice
 
     [spatial] = [p for p in site.glob("spatial-tiny-*-test-tiny-cnn-*.html")]
     data = page_data(spatial)
@@ -210,15 +273,18 @@ def test_spatial_page_loads_one_slice_per_choice(browser, site, artifacts):
             assert [x for x in g if x is not None] == pytest.approx([x for x in v if not math.isnan(x)], abs=1e-9)
 
     first = data["samples"][0]["dir"]
-    assert slice_files() == [f"{data['folder']}/{first}/spots.js", f"{data['folder']}/{first}/{data['gene_files'][0]}.js"]
-    expect(0, 0)
-    page.fill("#gene", data["genes"][3])
-    expect(0, 3)
-    assert slice_files()[2:] == [f"{data['folder']}/{first}/{data['gene_files'][3]}.js"]
+    best = data["first_gene"]  # the page opens on the best-predicted gene
+    assert page.input_value("#gene") == data["genes"][best]
+    assert slice_files() == [f"{data['folder']}/{first}/spots.js", f"{data['folder']}/{first}/{data['gene_files'][best]}.js"]
+    expect(0, best)
+    g = 3 if best != 3 else 4
+    page.fill("#gene", data["genes"][g])
+    expect(0, g)
+    assert slice_files()[2:] == [f"{data['folder']}/{first}/{data['gene_files'][g]}.js"]
     page.select_option("#sample", "2")
-    expect(2, 3)
+    expect(2, g)
     third = data["samples"][2]["dir"]
-    assert slice_files()[3:] == [f"{data['folder']}/{third}/spots.js", f"{data['folder']}/{third}/{data['gene_files'][3]}.js"]
+    assert slice_files()[3:] == [f"{data['folder']}/{third}/spots.js", f"{data['folder']}/{third}/{data['gene_files'][g]}.js"]
     assert page.get_attribute("#csv-link", "href") == data["samples"][2]["csv"]
     evil = data["genes"].index(EVIL)  # the gene named like a script: its file is a slug, its name stays text
     page.fill("#gene", EVIL)
@@ -228,5 +294,16 @@ def test_spatial_page_loads_one_slice_per_choice(browser, site, artifacts):
     page.select_option("#protocol", label="CV α")  # the same slice, other runs: nothing new to load
     page.wait_for_function("document.querySelectorAll('#maps .panel').length === 3")  # measured; identity, pca
     assert len(slice_files()) == 6
+    # a name that is not among the task's genes: said so, with the close names; picking one draws it
+    typo = data["genes"][best] + "x"
+    page.fill("#gene", typo)
+    page.press("#gene", "Enter")
+    note = page.locator("#gene-note")
+    assert f"“{typo}” is not among this task's {len(data['genes'])} genes" in note.inner_text()
+    want = _close(typo, data["genes"])
+    assert note.locator("button.suggestion").all_inner_texts() == want and data["genes"][best] in want
+    note.locator("button.suggestion", has_text=data["genes"][best]).click()
+    page.wait_for_selector(f"#maps[data-drawn$='/{data['gene_files'][best]}']", timeout=10_000)
+    assert note.inner_text() == "" and page.input_value("#gene") == data["genes"][best]
     page.screenshot(path=str(artifacts / "leaderboard-spatial-slices.png"), full_page=True)
     w.check_clean()

@@ -164,11 +164,72 @@
       tr.classList.toggle("current", tr.getAttribute("data-protocol") === state.protocol);
     });
   }
+  // -- close names: Python's difflib.get_close_matches (Ratcliff-Obershelp ratio, n = 3, cutoff 0.6), case-folded
+  function matchedChars(a, b) {  // difflib.SequenceMatcher(None, a, b): the total size of its matching blocks
+    var b2j = {}, j;
+    for (j = 0; j < b.length; j++) { if (!Object.prototype.hasOwnProperty.call(b2j, b[j])) b2j[b[j]] = []; b2j[b[j]].push(j); }
+    function longest(alo, ahi, blo, bhi) {  // the earliest longest block (difflib's find_longest_match, no junk)
+      var besti = alo, bestj = blo, bestsize = 0, j2len = {};
+      for (var i = alo; i < ahi; i++) {
+        var next = {}, js = Object.prototype.hasOwnProperty.call(b2j, a[i]) ? b2j[a[i]] : [];
+        for (var t = 0; t < js.length; t++) {
+          var jj = js[t];
+          if (jj < blo) continue;
+          if (jj >= bhi) break;
+          var k = (j2len[jj - 1] || 0) + 1;
+          next[jj] = k;
+          if (k > bestsize) { besti = i - k + 1; bestj = jj - k + 1; bestsize = k; }
+        }
+        j2len = next;
+      }
+      return [besti, bestj, bestsize];
+    }
+    var total = 0, queue = [[0, a.length, 0, b.length]];
+    while (queue.length) {
+      var q = queue.pop(), m = longest(q[0], q[1], q[2], q[3]);
+      if (!m[2]) continue;
+      total += m[2];
+      if (q[0] < m[0] && q[2] < m[1]) queue.push([q[0], m[0], q[2], m[1]]);
+      if (m[0] + m[2] < q[1] && m[1] + m[2] < q[3]) queue.push([m[0] + m[2], q[1], m[1] + m[2], q[3]]);
+    }
+    return total;
+  }
+  function closeNames(word, names) {
+    var w = word.toLowerCase(), scored = [];
+    names.forEach(function (name) {
+      var x = name.toLowerCase(), t = x.length + w.length;
+      var score = t ? 2.0 * matchedChars(x, w) / t : 1.0;
+      if (score >= 0.6) scored.push([score, x, name]);
+    });
+    scored.sort(function (p, q) { return p[0] !== q[0] ? q[0] - p[0] : (p[1] < q[1] ? 1 : p[1] > q[1] ? -1 : 0); });
+    return scored.slice(0, 3).map(function (p) { return p[2]; });
+  }
+  // "X is not among ...": the note beside a gene field, with the close names as buttons that pick them
+  function unknownGene(note, word, names, onPick) {
+    if (!note) return;
+    var close = closeNames(word, names);
+    note.replaceChildren(el("span", { class: "warn", text: "“" + word + "” is not among this task's " + names.length + " genes. " }));
+    if (!close.length) { note.append("No name is close to it."); return; }
+    note.append("Close names: ");
+    close.forEach(function (name) {
+      var b = el("button", { type: "button", class: "suggestion", text: name });
+      b.addEventListener("click", function () { onPick(name); });
+      note.append(b, " ");
+    });
+  }
   function datalist(input, list, values, current, onPick) {
     list.replaceChildren.apply(list, values.map(function (v) { return el("option", { value: v }); }));
     input.value = current;
-    input.addEventListener("input", function () { if (values.indexOf(input.value) >= 0) onPick(input.value); });
-    input.addEventListener("change", function () { if (values.indexOf(input.value) >= 0) onPick(input.value); });
+    var note = document.getElementById("gene-note");
+    function pick(v) { input.value = v; if (note) note.replaceChildren(); onPick(v); }
+    function commit() {
+      var v = input.value.trim();
+      if (values.indexOf(input.value) >= 0) pick(input.value);
+      else if (v) unknownGene(note, v, values, pick);
+    }
+    input.addEventListener("input", function () { if (values.indexOf(input.value) >= 0) pick(input.value); });
+    input.addEventListener("change", commit);
+    input.addEventListener("keydown", function (ev) { if (ev.key === "Enter") commit(); });
   }
 
   // -- index -----------------------------------------------------------------------------------------------
@@ -200,13 +261,20 @@
     var empty = root.querySelector("#main-" + sec.id + " .empty");
     var view = get(sec.main, state.protocol, state.mode, reducer);
     var heat = document.getElementById("heatmap-" + sec.id);
+    var heatEmpty = document.getElementById("heatmap-empty-" + sec.id);
     if (!view) {
       table.replaceChildren();
       empty.classList.remove("hidden");
       window.Plotly.purge(heat);
+      heat.classList.add("hidden");
+      heatEmpty.textContent = "No result sets of " + reducer + " under " + protocolLabel(state.protocol) +
+        ": nothing to draw. Choose another reducer or protocol above.";
+      heatEmpty.classList.remove("hidden");
       return;
     }
     empty.classList.add("hidden");
+    heat.classList.remove("hidden");
+    heatEmpty.classList.add("hidden");
     var columns = [{ label: "rank", type: "num", first: "asc" }, { label: "encoder" }];
     view.tasks.forEach(function (t) { columns.push({ label: t, type: "num", title: "Sort by " + t + " (mean PCC)" }); });
     columns.push({ label: "avg over tasks", type: "num" });
@@ -225,12 +293,22 @@
     });
     fillTable(table, columns, rows);
     var z = view.rows.map(function (r) { return view.tasks.map(function (t) { var c = r.cells[t]; return c ? c.mean : null; }); });
+    heat.style.width = "";  // the card's width first, to measure the room
     plot(heat, [{ type: "heatmap", z: z, x: view.tasks.map(plotSafe), y: view.rows.map(function (r) { return plotSafe(r.encoder); }),
                   colorscale: "Viridis", colorbar: { title: { text: "PCC" } }, texttemplate: "%{z:.3f}",
                   hovertemplate: "%{y} · %{x}: %{z:.4f}<extra></extra>" }],
          { title: { text: plotSafe(reducer + " · " + protocolLabel(state.protocol) + " · " + state.mode + " PCC") },
-           height: Math.max(260, 60 + 34 * view.rows.length), yaxis: { automargin: true, autorange: "reversed" },
+           // sized to content: a cell per encoder x task, not one cell stretched over the page
+           width: fitWidth(heat, 220 + 7 * longestName(view.rows.map(function (r) { return r.encoder; })) + 110 * view.tasks.length),
+           height: 150 + 40 * view.rows.length, yaxis: { automargin: true, autorange: "reversed" },
            xaxis: { automargin: true } });
+    heat.style.width = heat._fullLayout ? heat._fullLayout.width + "px" : "";
+  }
+
+  function longestName(names) { return names.reduce(function (m, n) { return Math.max(m, String(n).length); }, 0); }
+  function fitWidth(div, want) {  // at most the card's width
+    var room = div.parentNode && div.parentNode.clientWidth ? div.parentNode.clientWidth - 30 : want;
+    return Math.max(320, Math.min(want, room));
   }
 
   function renderGain(root, sec) {
@@ -301,8 +379,11 @@
     }
     lines(c.reducer_rows, "reducer", "solid");
     lines(c.encoder_rows, "encoder", "dot");
-    plot(chart, traces, { title: { text: "Mean rank (1 = best) under each protocol" }, height: 360,
-                          yaxis: { autorange: "reversed", title: { text: "mean rank" }, dtick: 1 },
+    var worst = 1;
+    traces.forEach(function (t) { t.y.forEach(function (v) { if (v > worst) worst = v; }); });
+    plot(chart, traces, { title: { text: "Mean rank (1 = best) under each protocol" }, height: 190 + 45 * worst,
+                          width: fitWidth(chart, 700 + 6 * longestName(traces.map(function (t) { return t.name; }))),
+                          yaxis: { autorange: false, range: [worst + 0.5, 0.5], title: { text: "mean rank" }, dtick: 1 },
                           xaxis: { automargin: true }, margin: { l: 60, r: 20, t: 40, b: 60 } });
   }
 
@@ -324,7 +405,11 @@
     var savedEnc = recall("encoder");
     if (DATA.encoders.indexOf(savedEnc) >= 0) encSelect.value = savedEnc;
     var search = document.getElementById("gene-search");
-    function render() { renderGenes(encSelect.value, search.value); }
+    function render() {
+      renderGenes(encSelect.value, search.value);
+      renderRanking(encSelect.value);
+      renderAlpha(encSelect.value);
+    }
     encSelect.addEventListener("change", function () { remember("encoder", encSelect.value); render(); });
     search.addEventListener("input", function () { filterGenes(search.value); });
     initProtocolControls(render);
@@ -367,15 +452,115 @@
   }
 
   function filterGenes(query) {
-    var q = (query || "").trim().toLowerCase();
+    var raw = (query || "").trim(), q = raw.toLowerCase();
     var rows = document.querySelectorAll("#gene-table tbody tr");
-    var shown = 0;
+    var shown = 0, names = [];
     Array.prototype.forEach.call(rows, function (tr) {
-      var hit = !q || tr.cells[0].textContent.toLowerCase().indexOf(q) >= 0;
+      var name = tr.cells[0].textContent;
+      names.push(name);
+      var hit = !q || name.toLowerCase().indexOf(q) >= 0;
       tr.classList.toggle("hidden", !hit);
       if (hit) shown += 1;
     });
     document.getElementById("gene-count").textContent = shown + " of " + rows.length + " genes";
+    var note = document.getElementById("gene-note");
+    note.replaceChildren();
+    if (q && !shown) {
+      unknownGene(note, raw, names, function (name) {
+        var search = document.getElementById("gene-search");
+        search.value = name;
+        filterGenes(name);
+      });
+    }
+  }
+
+  // -- task page: rankings with the evidence between neighbours ----------------------------------------------
+  function rankTable(rk, what) {
+    var table = el("table", { class: "ranking" });
+    var head = el("tr");
+    ["rank", what, "PCC (mean ± std over folds)", "per fold", "vs the next below: Δ mean [95% CI]", "p (Holm)", "told apart?"]
+      .forEach(function (h) { head.append(el("th", { scope: "col", text: h })); });
+    var body = el("tbody");
+    rk.rows.forEach(function (r) {
+      var n = r.next;
+      var rank = el("td", { class: "num rank" + (r.tied ? " tied" : ""), text: r.rank === null ? "—" : r.rank,
+                            title: r.tied ? "cannot be told apart from a neighbour: they share this rank range" : null });
+      var delta = "—", p = "—", verdict = el("td", { class: "verdict", text: rk.rows.length < 2 ? "only entry" : "" });
+      if (n) {
+        delta = signed(n.mean_diff) + " [" + fmt(n.ci[0]) + ", " + fmt(n.ci[1]) + "]";
+        p = n.p_holm === null ? "—" : n.p_holm.toPrecision(2);
+        verdict.textContent = n.apart ? "yes, from " + n.vs : "not significant: " + n.reason;
+        verdict.className = "verdict " + (n.apart ? "apart" : "not-apart");
+        verdict.title = n.n + " (fold, gene) pairs; Wilcoxon p = " + (n.p === null ? "—" : n.p.toPrecision(2)) +
+          ", Holm-adjusted " + p + "; mean difference per fold: " + n.fold_diffs.map(signed).join(", ");
+      }
+      var tr = el("tr", { class: r.tied ? "tied" : null }, rank, el("td", { class: "name", text: r.name }),
+                  el("td", { class: "num", text: fmt(r.mean) + " ± " + fmt(r.std) }),
+                  el("td", { class: "num", text: r.folds.map(function (v) { return fmt(v); }).join(", ") }),
+                  el("td", { class: "num", text: delta }), el("td", { class: "num", text: p }), verdict);
+      body.append(tr);
+    });
+    table.append(el("thead", {}, head), body);
+    return el("div", { class: "table-wrap" }, table);
+  }
+  function renderRanking(encoder) {
+    var encRoot = document.getElementById("rank-encoders"), redRoot = document.getElementById("rank-reducers");
+    var view = get(DATA.rankings, state.protocol, state.mode);
+    encRoot.replaceChildren(); redRoot.replaceChildren();
+    if (!view) { encRoot.append(el("p", { class: "empty", text: "No result sets under this protocol." })); return; }
+    DATA.reducers.forEach(function (red) {
+      var rk = view.encoders[red];
+      if (!rk) return;
+      encRoot.append(el("h4", { text: red }), rankTable(rk, "encoder"));
+    });
+    var rr = view.reducers[encoder];
+    if (rr) redRoot.append(el("h4", { text: encoder }), rankTable(rr, "reducer"));
+    else redRoot.append(el("p", { class: "empty", text: "No result sets of " + encoder + " under this protocol." }));
+  }
+
+  // -- task page: alpha-sensitivity curves -------------------------------------------------------------------
+  function renderAlpha(encoder) {
+    var div = document.getElementById("alpha-chart");
+    if (!div || !DATA.sweeps.length) return;
+    var many = DATA.sweeps.length > 8;  // then the chosen encoder's curves are drawn, the others one click away
+    var protocols = {};
+    DATA.sweeps.forEach(function (c) { protocols[c.protocol] = true; });
+    var several = Object.keys(protocols).length > 1;
+    var traces = [];
+    DATA.sweeps.forEach(function (c, i) {
+      var name = c.encoder + " · " + c.reducer + (several ? " · " + protocolLabel(c.protocol) : "");
+      var colour = PALETTE[i % PALETTE.length], group = "curve" + i;
+      var visible = !many || c.encoder === encoder ? true : "legendonly";
+      function onCurve(alpha) {
+        for (var k = 0; k < c.alphas.length; k++) if (Math.abs(c.alphas[k] - alpha) <= 1e-9 * alpha) return c.pcc[k];
+        return null;
+      }
+      traces.push({ type: "scatter", mode: "lines+markers", x: c.alphas, y: c.pcc, name: plotSafe(name), legendgroup: group,
+                    visible: visible, line: { color: colour, width: 2 }, marker: { color: colour, size: 4 },
+                    hovertemplate: "α %{x:.2g}: %{y:.4f}<extra>" + plotSafe(name) + "</extra>" });
+      traces.push({ type: "scatter", mode: "lines", x: [c.alphas[0], c.alphas[c.alphas.length - 1]],
+                    y: [c.peak.pcc - c.plateau, c.peak.pcc - c.plateau], legendgroup: group, showlegend: false,
+                    visible: visible, line: { color: colour, width: 1, dash: "dot" }, hoverinfo: "skip" });
+      if (c.hest.pcc !== null) {
+        traces.push({ type: "scatter", mode: "markers", x: [c.hest.alpha], y: [c.hest.pcc], legendgroup: group,
+                      showlegend: false, visible: visible, name: "HEST α",
+                      marker: { symbol: "diamond", size: 13, color: colour, line: { width: 1.5, color: "#000" } },
+                      hovertemplate: "HEST α %{x:.2g}: %{y:.4f} (" + (c.on_plateau ? "on" : "off") +
+                        " the plateau)<extra>" + plotSafe(name) + "</extra>" });
+      }
+      if (c.cv.length) {
+        traces.push({ type: "scatter", mode: "markers", x: c.cv.map(function (f) { return f.alpha; }),
+                      y: c.cv.map(function (f) { var v = onCurve(f.alpha); return v === null ? f.pcc : v; }),
+                      text: c.cv.map(function (f) { return "fold " + f.fold; }), legendgroup: group, showlegend: false,
+                      visible: visible, name: "CV α",
+                      marker: { symbol: "star", size: 14, color: colour, line: { width: 1, color: "#000" } },
+                      hovertemplate: "CV α %{x:.2g} (%{text}): %{y:.4f}<extra>" + plotSafe(name) + "</extra>" });
+      }
+    });
+    plot(div, traces, { title: { text: "Mean test PCC against ridge α · ◆ HEST α · ★ cross-validated choice · dotted: peak − " + DATA.sweeps[0].plateau },
+                        height: 440, xaxis: { type: "log", title: { text: "ridge α (log scale)" }, exponentformat: "power" },
+                        yaxis: { title: { text: "mean test PCC (folds, genes)" } },
+                        legend: { orientation: "h", x: 0, y: -0.22 }, margin: { l: 60, r: 20, t: 50, b: 110 } });
   }
 
   function renderRuns() {
@@ -415,8 +600,8 @@
     var geneInput = document.getElementById("gene");
     var status = document.getElementById("slice-status");
     var csvLink = document.getElementById("csv-link");
-    var gene = 0, ticket = 0;
-    datalist(geneInput, document.getElementById("gene-list"), DATA.genes, DATA.genes[0], function (g) {
+    var gene = DATA.first_gene || 0, ticket = 0;
+    datalist(geneInput, document.getElementById("gene-list"), DATA.genes, DATA.genes[gene], function (g) {
       gene = DATA.genes.indexOf(g); render();
     });
     sampleSelect.addEventListener("change", function () {
@@ -462,7 +647,7 @@
   function initEmbeddings() {
     var colour = "cluster", layout = "projection";
     var genes = Object.keys(DATA.genes || {});
-    var gene = genes[0] || "";
+    var gene = genes.indexOf(DATA.first_gene) >= 0 ? DATA.first_gene : (genes[0] || "");
     var geneInput = document.getElementById("gene");
     datalist(geneInput, document.getElementById("gene-list"), genes, gene, function (g) { gene = g; colour = "gene"; syncColour(); render(); });
     var colourSwitch = document.getElementById("colour");
