@@ -192,6 +192,10 @@ class _Checker:
         by_hand = (f"--weights {name}=PATH    (a weight file or folder; or {name} = \"PATH\" under [weights] in "
                    f"{user_config_path()})")
         if given:
+            if random_seed_of(given) is not None and not enc.spec.random_init:
+                return Check(what, False, f"--weights {given}: {name} cannot be built with random weights "
+                                          "(its spec has no random_init)",
+                             ("bench list encoders --wide    (the random init column: the encoders that can)",))
             if random_seed_of(given) is not None or is_imported_weights(given):
                 return Check(what, True, f"--weights {given}")
             if Path(given).expanduser().exists():
@@ -248,7 +252,7 @@ class _Checker:
         from stbench.reducers.bpbooster.programs import hallmark_source
 
         what = f"gene sets {value if value.lower() == 'hallmark' else Path(value).name}"
-        local = "--gene-sets PATH    (a local GMT file, e.g. ../shared/data/genesets/h.all.v7.0.symbols.gmt)"
+        local = "--gene-sets PATH    (a local GMT file of gene sets, such as MSigDB's h.all.*.symbols.gmt)"
         if value.strip().lower() != "hallmark":
             path = Path(value).expanduser()
             if path.is_file():

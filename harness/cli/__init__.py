@@ -40,7 +40,7 @@ def cli(verbose: int) -> None:
       bench data import her2st --source DIR       # real HER2+ sections -> a HEST-layout task
       bench run --task her2st --reducer identity,pca --alpha cv
       bench run --encoder uni --reducer pca --task luad --data-root /data/hest-bench
-      bench run --task her2st --reducer bpbooster-gp --gene-sets ../shared/data/genesets/h.all.v7.0.symbols.gmt
+      bench run --task her2st --reducer bpbooster-gp --gene-sets hallmark   # or the path of a GMT file
       bench doctor --task luad --encoder uni --reducer bpbooster-gp   # what a run needs, without running it
       bench explain --task her2st --fold 0             # pathways the fitted booster attends to
       bench ablate --task her2st --alpha cv            # the BP-Booster paper's ablation table

@@ -57,21 +57,43 @@ def _table(columns: Sequence[str], texts: Sequence[Sequence[str]], title: str | 
     return table
 
 
+_MARK = "†"  # footnote marker of a name word too long for its column (never cut: written out under the table)
+
+
+def _footnote(texts: list[list[str]], cols: Sequence[int], marks: dict[str, str]) -> bool:
+    """Replace the longest word of the ``cols`` columns (an option word with ``=`` first) by a footnote marker
+    in every cell it appears in; False when no word is longer than its marker would be."""
+    words = {w for row in texts for i in cols for w in row[i].split() if not w.startswith(_MARK)}
+    if not words:
+        return False
+    word = max(words, key=lambda w: ("=" in w, len(w)))
+    mark = f"{_MARK}{len(marks) + 1}"
+    if len(word) <= len(mark) + 2:
+        return False
+    marks[word] = mark
+    for row in texts:
+        for i in cols:
+            row[i] = " ".join(mark if w == word else w for w in row[i].split())
+    return True
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None,
                 names: Sequence[str] = (), numbers: Sequence[str] = (), optional: Sequence[str] = (),
                 wide: bool = False) -> list[str]:
     """A rich table of ``rows``: ``names`` columns wrap only between words, ``numbers`` are right-aligned and
-    never wrap. Where the terminal is too narrow even so, ``optional`` columns are left out, first ones first;
-    returns those left out. ``wide`` prints every column at the table's natural width."""
+    never wrap. Where the terminal is too narrow even so, ``optional`` columns are left out, first ones first,
+    then the longest words of name columns (option words such as ``gene_sets=FILE`` first) are written under
+    the table as footnotes (``†1 gene_sets=FILE``), so no name is ever cut. Returns the columns left out.
+    ``wide`` prints every column at the table's natural width."""
     from rich.markup import escape
     from rich.measure import Measurement
 
     from stbench.cli._console import console
 
     out = console()
-    texts = [[escape(str(v)) for v in row] for row in rows]
+    texts = [[str(v) for v in row] for row in rows]
     if wide:
-        table = _table(columns, texts, title, numbers, None)
+        table = _table(columns, [[escape(c) for c in row] for row in texts], title, numbers, None)
         width = out.width
         out.width = max(width, Measurement.get(out, out.options.update(max_width=10_000), table).maximum)
         try:
@@ -92,7 +114,13 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
             keep.remove(columns.index(col))
             dropped.append(col)
             widths = fit()
-    out.print(_table([columns[i] for i in keep], [[r[i] for i in keep] for r in texts], title, numbers, widths))
+    marks: dict[str, str] = {}
+    name_cols = [i for i in keep if columns[i] in names]
+    while widths is None and _footnote(texts, name_cols, marks):
+        widths = fit()
+    out.print(_table([columns[i] for i in keep], [[escape(r[i]) for i in keep] for r in texts], title, numbers, widths))
+    for word, mark in marks.items():
+        out.print(escape(f"{mark} {word}"), soft_wrap=True)
     return dropped
 
 
@@ -115,22 +143,23 @@ _PROTOCOL = (("alpha_rule", "alpha"), ("solver", "solver"), ("gene_rule", "genes
 
 def results_rows(df: Any) -> tuple[list[str], list[list[Any]], list[str]]:
     """The summary view of `Catalog.summary` rows: (columns, rows, notes). Protocol settings shared by every
-    row go to a note instead of four columns; status only shows when some row is not complete."""
+    row go to a note; those that differ get a narrow column each (``alpha``: hest, cv); status only shows when
+    some row is not complete."""
     from stbench.encoders.weights import encoder_label
 
     records = df.to_dicts()
     varying = [(key, label) for key, label in _PROTOCOL if len({str(r.get(key)) for r in records}) > 1]
     shared = [f"{label} {records[0].get(key)}" for key, label in _PROTOCOL if (key, label) not in varying]
     show_status = any(r.get("status") != "complete" for r in records)
-    columns = ["task", "encoder", "reducer"] + (["protocol"] if varying else []) + ["folds", "PCC mean ± std", "MSE",
-                                                                                   "mean MSE", "NaN"]
+    columns = ["task", "encoder", "reducer"] + [label for _, label in varying] + ["folds", "PCC mean ± std", "MSE",
+                                                                                "mean MSE", "NaN"]
     columns += ["status"] if show_status else []
     rows = []
     for r in records:
         task = r["task"] + ("*" if r.get("synthetic") else "")
         encoder = encoder_label(r["encoder"], r.get("weights_fingerprint"))
         row = [task, encoder, _reducer_label(r["reducer"], r.get("reducer_options") or "{}", r["task"], r["encoder"])]
-        row += [" ".join(f"{label}={r.get(key)}" for key, label in varying)] if varying else []
+        row += [str(r.get(key)) for key, _ in varying]
         row += [r["folds"], f"{_fmt(r['pcc_mean'])} ± {_fmt(r['pcc_std'])}", _fmt(r["mse_mean"], 3),
                 _fmt(r.get("mse_baseline"), 3), r["n_nan"]]
         row += [r.get("status")] if show_status else []

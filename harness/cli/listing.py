@@ -54,7 +54,8 @@ def _input_short(spec) -> str:  # noqa: ANN001 - an EncoderSpec
 
 @list_group.command("encoders")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--wide", is_flag=True, help="Every column (weights source, fingerprint, code, aliases), at full width.")
+@click.option("--wide", is_flag=True,
+              help="Every column (weights source, fingerprint, code, aliases, random init), at full width.")
 def list_encoders_cmd(as_json: bool, wide: bool) -> None:
     """Registered encoders (built-in and from plugins), with whether their weights are on this machine."""
     from stbench.encoders import encoders, list_encoders
@@ -70,7 +71,8 @@ def list_encoders_cmd(as_json: bool, wide: bool) -> None:
             "name": s.name, "aliases": ", ".join(s.aliases), "dim": s.embed_dim, "input": _input(s),
             "precision": s.precision, "gated": "yes" if s.gated else "no",
             "weights here": enc.available() or "no", "fingerprint": fingerprint, "weights": s.weights, "code": s.code,
-            "licence": s.license, "needs": s.requires or "", "origin": encoders.origin(s.name),
+            "licence": s.license, "needs": s.requires or "", "random init": "yes" if s.random_init else "no",
+            "origin": encoders.origin(s.name),
         })
     notes = [f"plugin {f.name!r} ({f.target}) failed to load: {f.error}" for f in encoders.failures]
     if not as_json and not wide:  # the table's short form; --json and --wide say how in full
@@ -79,7 +81,8 @@ def list_encoders_cmd(as_json: bool, wide: bool) -> None:
         if any("PIL" in r["input"] for r in rows):
             notes.append("input: PIL = resized with PIL as the reference code does; 256>224 = resized to 256, "
                          "centre-cropped to 224")
-    hidden = ("aliases", "fingerprint", "weights", "code", "origin") + (() if any(r["needs"] for r in rows) else ("needs",))
+    hidden = ("aliases", "fingerprint", "weights", "code", "random init", "origin") + (
+        () if any(r["needs"] for r in rows) else ("needs",))
     _emit(rows, as_json, "Encoders", notes, wide=hidden, show_all=wide, optional=("licence", "input"))
 
 

@@ -441,7 +441,7 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
     \b
     BP-Booster (bpbooster-random, bpbooster-gp) trains on each training fold; options left at 0 take the
     paper's values for the encoder and task (see `bench list reducers`). Examples:
-      bench run --task her2st --reducer pca,bpbooster-random,bpbooster-gp --gene-sets h.all.v7.0.symbols.gmt
+      bench run --task her2st --reducer pca,bpbooster-gp --gene-sets ~/genesets/h.all.v7.0.symbols.gmt
       bench run --task luad --encoder uni --reducer bpbooster-gp --reducer-opt attention=literal --alpha cv
     """
     quiet_library_warnings()
@@ -557,8 +557,9 @@ def _print_frame(df, *, synthetic: bool, wide: bool = False) -> None:  # noqa: A
     else:  # per-gene rows
         columns = [c for c in ("task", "encoder", "reducer", "fold", "gene", "pcc", "mse", "n_test") if c in df.columns]
         rows = [[_fmt(v) if isinstance(v, float) else v for v in row] for row in df.select(columns).iter_rows()]
-    dropped = print_table(columns, rows, names=("task", "encoder", "reducer", "gene"), wide=wide,
-                          numbers=("folds", "PCC mean ± std", "MSE", "mean MSE", "NaN", "fold", "pcc", "mse", "n_test"),
+    dropped = print_table(columns, rows, names=("task", "encoder", "reducer", "gene", "alpha", "solver", "genes"),
+                          wide=wide, numbers=("folds", "PCC mean ± std", "MSE", "mean MSE", "NaN", "fold", "pcc", "mse",
+                                              "n_test", "seed"),
                           optional=("NaN", "mean MSE", "n_test", "folds", "MSE", "mse"))
     notes.append(f"not shown at this width: {', '.join(dropped)}; --wide shows every column" if dropped else
                  "--wide (or --format csv) shows every column")
