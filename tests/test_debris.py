@@ -225,7 +225,7 @@ def _tree(folder: Path) -> dict[str, str]:
 @needs_sigkill
 def test_a_killed_first_build_leaves_nothing_the_next_build_refuses(store, tmp_path):
     out = tmp_path / "site"
-    _killed_build(tmp_path, store, out, 'site, "_task_page"')  # assets and CSVs written, no page yet
+    _killed_build(tmp_path, store, out, '__import__("stbench.leaderboard.task_page", fromlist=["task_page"]), "task_page"')  # assets and CSVs written, no page yet
     assert not out.exists()
     [debris] = _hidden(tmp_path)
     assert debris.name.startswith(".site.tmp-")
@@ -239,7 +239,7 @@ def test_a_killed_rebuild_leaves_the_old_site_whole(store, tmp_path):
     _build(store, out)
     (out / "notes.txt").write_text("mine")  # the user's: every build carries it over
     before = _tree(out)
-    _killed_build(tmp_path, store, out, 'site, "_task_page"')
+    _killed_build(tmp_path, store, out, '__import__("stbench.leaderboard.task_page", fromlist=["task_page"]), "task_page"')
     assert _tree(out) == before
     _build(store, out)
     assert _hidden(tmp_path) == [] and (out / "notes.txt").read_text() == "mine"
