@@ -253,3 +253,148 @@ def test_gene_rule_ranks_by_normalised_dispersion_ties_in_gene_order():
     assert genes == sorted(hv.index, key=lambda g: -hv.loc[g, "dispersions_norm"])
     assert genes != sorted(genes, key=names.index)  # precondition: the ranking is not just the input order
     assert hv["dispersions_norm"].duplicated().sum() >= 3  # precondition: there are ties to keep in order
+
+
+# -- unique_genes and check_counts (issue 15), hand-computed expectations --------------------------------------
+
+def test_unique_genes_keeps_first_occurrences_in_order_and_says_which_repeat(caplog):
+    with caplog.at_level("WARNING", logger="stbench"):
+        out = ex.unique_genes(["B", "A", "B", "C", "A", "B"], "genes.txt")
+    assert out == ["B", "A", "C"]
+    [record] = caplog.records
+    assert record.getMessage() == ("genes.txt: 2 gene names repeat and are kept once (first occurrence): B, A; "
+                                   "3 unique genes")
+
+
+def test_unique_genes_without_repeats_says_nothing_and_without_a_source_names_none(caplog):
+    with caplog.at_level("WARNING", logger="stbench"):
+        assert ex.unique_genes(["A", "B"]) == ["A", "B"]
+        assert caplog.records == []
+        assert ex.unique_genes(["A", "A"]) == ["A"]
+    assert caplog.records[0].getMessage() == "1 gene names repeat and are kept once (first occurrence): A; 1 unique genes"
+
+
+def test_unique_genes_shows_at_most_8_repeated_names():
+    import logging
+
+    genes = [f"G{i}" for i in range(10)] * 2
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("stbench").addHandler(handler)
+    try:
+        assert ex.unique_genes(genes) == [f"G{i}" for i in range(10)]
+    finally:
+        logging.getLogger("stbench").removeHandler(handler)
+    assert ", ".join(f"G{i}" for i in range(8)) + " ...; 10 unique genes" in records[0].getMessage()
+    assert "10 gene names repeat" in records[0].getMessage()
+
+
+def test_read_gene_file_keeps_each_gene_once(tmp_path):
+    path = tmp_path / "genes.txt"
+    path.write_text("A\nB\nA\nC\n")
+    assert ex.read_gene_file(path) == ["A", "B", "C"]
+
+
+_OBS, _VAR = ["s0", "s1", "s2"], ["g0", "g1", "g2", "g3"]
+
+
+def _with(value: float, row: int, col: int, dtype=np.float32) -> np.ndarray:
+    x = np.arange(12, dtype=dtype).reshape(3, 4)
+    x[row, col] = value
+    return x
+
+
+@pytest.mark.parametrize("value,shown", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf"), (-2.0, "-2")])
+def test_check_counts_names_the_file_spot_and_gene_of_a_bad_value(tmp_path, value, shown):
+    with pytest.raises(DataError) as err:
+        ex.check_counts(_with(value, 1, 2), tmp_path / "c.h5ad", obs_names=_OBS, var_names=_VAR)
+    assert str(err.value) == (f"{tmp_path / 'c.h5ad'}: counts must be finite and non-negative, 1 value is not "
+                              f"({shown} at spot 's1', gene 'g2'); give raw counts")
+
+
+def test_check_counts_counts_every_bad_value_and_names_the_first_in_row_order():
+    x = _with(np.nan, 2, 0)
+    x[0, 3] = -1
+    x[1, 1] = np.inf
+    with pytest.raises(DataError, match=r"^counts must be finite and non-negative, 3 values are not \(first: -1 "
+                                        r"at spot 's0', gene 'g3'\); give raw counts$"):
+        ex.check_counts(x, None, obs_names=_OBS, var_names=_VAR)
+
+
+def test_check_counts_without_names_gives_row_and_column_and_names_what_it_checks():
+    with pytest.raises(DataError, match=r"^x\.csv: expression must be finite and non-negative, 1 value is not "
+                                        r"\(-5 at spot row 2, gene column 1\); give raw counts$"):
+        ex.check_counts(_with(-5, 2, 1, dtype=np.int64), "x.csv", what="expression")
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_check_counts_locates_a_bad_value_in_a_sparse_matrix(fmt):
+    x = sp.csr_matrix(_with(np.nan, 2, 1)).asformat(fmt)
+    with pytest.raises(DataError, match=r"\(nan at spot 's2', gene 'g1'\)"):
+        ex.check_counts(x, None, obs_names=_OBS, var_names=_VAR)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_check_counts_reads_an_h5ad_on_disk_in_blocks(tmp_path, monkeypatch, fmt):
+    import h5py
+
+    x = _with(-3, 2, 3)
+    x[0, 1] = np.nan
+    path = tmp_path / "c.h5ad"
+    ad.AnnData(X=sp.csr_matrix(x).asformat(fmt), obs={"i": _OBS}, var={"j": _VAR}).write_h5ad(path)
+    monkeypatch.setattr(ex, "_BLOCK", 2)  # several blocks: the offsets must add up across them
+    with h5py.File(path) as f, pytest.raises(DataError) as err:
+        ex.check_counts(f["X"], path, obs_names=_OBS, var_names=_VAR)
+    assert "2 values are not (first: nan at spot 's0', gene 'g1')" in str(err.value)  # first in csr and csc order
+
+
+def test_check_counts_dense_in_blocks_finds_a_value_in_a_later_block(tmp_path, monkeypatch):
+    import h5py
+
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["X"] = _with(np.nan, 2, 3)
+    monkeypatch.setattr(ex, "_BLOCK", 4)  # one row per block
+    with h5py.File(path) as f, pytest.raises(DataError, match=r"1 value is not \(nan at spot 's2', gene 'g3'\)"):
+        ex.check_counts(f["X"], path, obs_names=_OBS, var_names=_VAR)
+
+
+def test_check_counts_refuses_values_that_are_not_numbers():
+    with pytest.raises(DataError, match=r"^f: counts are <U1 values, not numbers$"):
+        ex.check_counts(np.array([["a", "b"]]), "f")
+
+
+def test_check_counts_accepts_whole_numbers_and_booleans_silently(caplog):
+    with caplog.at_level("WARNING", logger="stbench"):
+        ex.check_counts(np.arange(12, dtype=np.float64).reshape(3, 4), None)
+        ex.check_counts(np.arange(12, dtype=np.uint16).reshape(3, 4), None)
+        ex.check_counts(np.ones((2, 2), dtype=bool), None)
+        ex.check_counts(sp.csr_matrix((3, 4), dtype=np.float32), None)
+    assert caplog.records == []
+
+
+def test_check_counts_warns_once_about_fractions_naming_the_first(caplog):
+    x = _with(0.5, 1, 0)
+    x[2, 2] = 1.25
+    with caplog.at_level("WARNING", logger="stbench"):
+        ex.check_counts(x, "c.h5ad", obs_names=_OBS, var_names=_VAR)
+        ex.check_counts(x, "c.h5ad", obs_names=_OBS, var_names=_VAR, warn=False)
+    [record] = caplog.records
+    assert record.getMessage() == ("c.h5ad: counts are not whole numbers (e.g. 0.5 at spot 's1', gene 'g0'); raw counts "
+                                   "are expected, and log1p of normalised values is another expression measure")
+
+
+def test_check_counts_refusal_wins_over_the_fraction_warning(caplog):
+    x = _with(0.5, 0, 0)
+    x[2, 3] = -1
+    with caplog.at_level("WARNING", logger="stbench"), pytest.raises(DataError, match="-1 at spot 's2', gene 'g3'"):
+        ex.check_counts(x, None, obs_names=_OBS, var_names=_VAR)
+    assert caplog.records == []
+
+
+def test_read_counts_refuses_negative_counts_naming_spot_and_gene(tmp_path):
+    path = tmp_path / "c.h5ad"
+    ad.AnnData(X=_with(-1, 0, 2), obs={"i": _OBS}, var={"j": _VAR}).write_h5ad(path)
+    with pytest.raises(DataError, match=r"c\.h5ad: counts must be .*\(-1 at spot '0', gene '2'\)"):
+        ex.read_counts(path)
