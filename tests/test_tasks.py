@@ -254,3 +254,40 @@ def test_a_split_file_saved_with_a_byte_order_mark_is_read(tmp_path):
     split = path / "splits" / "test_0.csv"
     split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())  # as Excel saves CSV
     assert open_task("TINY", tmp_path).folds[0].test == ("S0",)
+
+
+# -- one sample under two ids (issue 15): by resolved path, in open_task -----------------------------------------
+
+@pytest.mark.parametrize("kind", ["patch", "count"])
+def test_a_test_sample_naming_a_training_samples_file_is_refused_by_name(tmp_path, kind):
+    from stbench.tasks import _check_same_files
+
+    (tmp_path / "sub").mkdir()
+    train = [Sample("A", tmp_path / "A.h5", tmp_path / "A.h5ad"), Sample("B", tmp_path / "B.h5", tmp_path / "B.h5ad")]
+    # the same file written another way: through ../, which resolve() removes
+    same = {"patch": tmp_path / "sub" / ".." / "B.h5", "count": tmp_path / "sub" / ".." / "B.h5ad"}
+    fresh = {"patch": tmp_path / "C.h5", "count": tmp_path / "C.h5ad"}
+    test = [Sample("C", fresh["patch"], fresh["count"]),
+            Sample("B2", same["patch"] if kind == "patch" else tmp_path / "B2.h5",
+                   same["count"] if kind == "count" else tmp_path / "B2.h5ad")]
+    with pytest.raises(DataError) as err:
+        _check_same_files(train, test, tmp_path / "test_3.csv", 3)
+    name = "B.h5" if kind == "patch" else "B.h5ad"
+    assert str(err.value) == (f"{tmp_path / 'test_3.csv'}: test sample 'B2' of fold 3 names the {kind} file of "
+                              f"training sample 'B' ({name}): one sample under two ids leaks the test fold into "
+                              "training")
+
+
+def test_samples_with_their_own_files_pass_the_same_file_check(tmp_path):
+    from stbench.tasks import _check_same_files
+
+    train = [Sample("A", tmp_path / "A.h5", tmp_path / "A.h5ad")]
+    # a test sample whose patch file has the name of a training sample's count file is not the same file kind
+    _check_same_files(train, [Sample("C", tmp_path / "C.h5", tmp_path / "C.h5ad")], tmp_path / "t.csv", 0)
+    _check_same_files(train, [Sample("D", tmp_path / "A.h5ad", tmp_path / "D.h5ad")], tmp_path / "t.csv", 0)
+
+
+def test_a_gene_list_with_repeats_is_read_once_each(tmp_path):
+    make_tiny_task(tmp_path, "TINY", n_samples=2)
+    (tmp_path / "TINY" / "var_50genes.json").write_text(json.dumps({"genes": ["G002", "G001", "G002"]}))
+    assert open_task("tiny", tmp_path).genes == ["G002", "G001"]
