@@ -313,3 +313,195 @@ def test_a_model_file_shared_by_two_runs_stays_until_neither_refers_to_it(cat, t
     assert shared.exists()  # r2 still refers to it
     cat.replace_run(_run("r2", n_folds=1), [_fold(0, [0.2, 0.4])])
     assert not shared.exists()
+
+
+# -- what the mutation run (issue 16) found unchecked: top-k and baseline columns, sweeps, prediction files ------
+
+
+def test_a_fold_rows_top_k_means_and_mse_baseline_are_those_of_its_gene_rows(cat):
+    rng = np.random.default_rng(16)
+    n = 230  # PCC-200 exists: 226 genes have a PCC
+    pcc = rng.uniform(-0.3, 0.9, n)
+    pcc[[3, 70, 150, 229]] = np.nan
+    baseline = rng.uniform(0.5, 2.0, n)
+    rec = _fold(0, pcc)
+    rec.mse_baseline = list(baseline)  # a plain list of floats, as any sequence may be
+    run = _run()
+    cat.start_run(run)
+    cat.write_fold(run, rec)
+    f = cat.fold_table("r1").to_dicts()[0]
+    best = np.sort(pcc[np.isfinite(pcc)])[::-1]  # computed here: the k best defined PCCs, averaged
+    for k in (10, 50, 200):
+        assert f[f"pcc{k}"] == pytest.approx(best[:k].sum() / k, rel=1e-12), k
+    assert f["pcc50"] != pytest.approx(best[:51].sum() / 51, rel=1e-9)  # the 51st gene is not in PCC-50
+    g = cat.gene_table(run_ids=["r1"]).to_pandas().set_index("gene").loc[rec.genes]
+    np.testing.assert_array_equal(g["mse_baseline"].to_numpy(), baseline)
+    assert f["mse_baseline"] == pytest.approx(baseline.sum() / n, rel=1e-12)
+    assert f["mse_baseline"] == pytest.approx(g["mse_baseline"].mean(), rel=1e-12)
+    assert cat.inconsistencies() == []
+    for sql, needle in (("UPDATE fold_results SET mse_baseline = mse_baseline * 1.5", "mse_baseline"),
+                        ("UPDATE gene_results SET mse_baseline = NULL WHERE gene = 'G5'", "mse_baseline"),
+                        ("UPDATE fold_results SET pcc50 = pcc10", "pcc50"),
+                        ("UPDATE fold_results SET pcc200 = NULL", "pcc200")):
+        with cat.session(write=True):
+            cat.con.execute("BEGIN TRANSACTION")
+            cat.con.execute(sql)
+            problems = cat.inconsistencies()
+            cat.con.execute("ROLLBACK")
+        assert any(needle in p for p in problems), (sql, problems)
+
+
+def test_a_fold_without_a_baseline_stores_none_at_either_level(cat):
+    run = _run()
+    cat.start_run(run)
+    cat.write_fold(run, _fold(0, [0.1, 0.3]))
+    assert cat.rows("SELECT mse_baseline FROM fold_results") == [(None,)]
+    assert cat.rows("SELECT DISTINCT mse_baseline FROM gene_results") == [(None,)]
+
+
+def test_an_alpha_sweep_comes_back_per_fold_gene_and_alpha_and_goes_with_its_fold(cat):
+    run = _run()
+    cat.start_run(run)
+    alphas = [10.0, 0.1, 1.0]  # as the grid came, not sorted
+    curves = {0: np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]), 1: np.array([[0.7, 0.8], [0.9, 0.25], [0.35, 0.45]])}
+    for i in (0, 1):
+        rec = _fold(i, [0.3, 0.4], genes=["GB", "GA"])
+        rec.sweep = (np.asarray(alphas), curves[i])
+        cat.write_fold(run, rec)
+    got = [tuple(r) for r in cat.alpha_curves(["r1"]).iter_rows()]
+    expected = sorted((("r1", i, g, a, float(curves[i][row, col])) for i in (0, 1)
+                       for row, a in enumerate(alphas) for col, g in enumerate(["GB", "GA"])),
+                      key=lambda t: (t[1], t[2], t[3]))
+    assert got == expected and len(got) == 12
+    assert len(cat.alpha_curves([])) == 0 and len(cat.alpha_curves(["other"])) == 0
+    cat.write_fold(run, _fold(1, [0.3, 0.4], genes=["GB", "GA"]))  # fold 1 again, without a sweep
+    assert sorted({r[1] for r in cat.alpha_curves(["r1"]).iter_rows()}) == [0]
+    cat.start_run(run, force=True)
+    assert cat.rows("SELECT count(*) FROM alpha_sweep") == [(0,)]
+
+
+@pytest.mark.parametrize("report", [None, {}])
+def test_a_fold_without_a_reducer_report_stores_null(cat, report):
+    run = _run()
+    cat.start_run(run)
+    rec = _fold(1, [0.1, 0.3])
+    rec.reducer_report = report
+    cat.write_fold(run, rec)
+    assert cat.rows("SELECT reducer_report IS NULL FROM fold_results") == [(True,)]  # not the JSON text 'null' or '{}'
+
+
+def test_prediction_files_have_one_schema_whatever_types_the_arrays_came_in(cat, tmp_path):
+    """Integer coordinates or identifiers, float64 expression: every fold's file has the same column types,
+    so the files of a run are read together (polars refuses files whose column types differ)."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = _run()
+    cat.start_run(run)
+    as_ints = {"sample_id": np.array([7, 7, 8]), "barcode": [0, 1, 2], "coords": np.array([[1, 2], [3, 4], [5, 6]]),
+               "y_true": np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]), "y_pred": np.array([[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]])}
+    as_text = {"sample_id": ["s"], "barcode": ["b"], "coords": np.array([[0.5, 1.5]], dtype=np.float32),
+               "y_true": np.array([[1.0, 2.0]], dtype=np.float32), "y_pred": np.array([[1.25, 2.5]], dtype=np.float32)}
+    cat.write_fold(run, _fold(0, [0.1, 0.2], genes=["GA", "GB"], predictions=as_ints))
+    cat.write_fold(run, _fold(1, [0.1, 0.2], genes=["GA", "GB"], predictions=as_text))
+    text = pa.dictionary(pa.int32(), pa.string())
+    expected = {"run_id": text, "fold": pa.int32(), "sample_id": text, "barcode": pa.string(), "x": pa.float64(),
+                "y": pa.float64(), "gene": text, "y_true": pa.float32(), "y_pred": pa.float32()}
+    for i, rel in cat.rows("SELECT fold, predictions_path FROM fold_results ORDER BY fold"):
+        assert re.fullmatch(rf"predictions/r1/fold{i}-[0-9a-f]{{8}}\.parquet", rel), rel  # like models' fold<i>-<8 hex>.pt
+        schema = pq.read_schema(tmp_path / rel)
+        assert {f.name: f.type for f in schema} == expected, rel
+    frame = cat.spot_predictions(["r1"]).sort("fold", "barcode", "gene")
+    assert [tuple(r) for r in frame.iter_rows()] == [
+        ("r1", 0, "7", "0", 1.0, 2.0, "GA", 0.0, 0.5), ("r1", 0, "7", "0", 1.0, 2.0, "GB", 1.0, 1.5),
+        ("r1", 0, "7", "1", 3.0, 4.0, "GA", 2.0, 2.5), ("r1", 0, "7", "1", 3.0, 4.0, "GB", 3.0, 3.5),
+        ("r1", 0, "8", "2", 5.0, 6.0, "GA", 4.0, 4.5), ("r1", 0, "8", "2", 5.0, 6.0, "GB", 5.0, 5.5),
+        ("r1", 1, "s", "b", 0.5, 1.5, "GA", 1.0, 1.25), ("r1", 1, "s", "b", 0.5, 1.5, "GB", 2.0, 2.5)]
+
+
+def test_a_refused_fold_leaves_no_predictions_file_behind(cat, tmp_path):
+    run = _run()
+    cat.start_run(run)
+    bad = _fold(0, [0.9, 0.5], genes=["GA", "GB"], predictions={
+        "sample_id": ["s"], "barcode": ["b"], "coords": [[0, 0]], "y_true": [[1.0, 2.0]], "y_pred": [[1.0, 2.0]]})
+    bad.summary = metrics.FoldSummary(**{**bad.summary.__dict__, "pcc_mean": 0.1})
+    with pytest.raises(StoreError, match="inconsistent fold"):
+        cat.write_fold(run, bad)
+    assert cat.folds_done("r1") == set()
+    assert [p for p in (tmp_path / "predictions").rglob("*") if p.is_file()] == []  # written aside, then removed
+
+
+def test_files_recorded_with_absolute_paths_are_read_and_removed(cat, tmp_path):
+    """Stores written before paths were recorded relative to the store root hold absolute ones."""
+    run = _run()
+    cat.start_run(run)
+    model = tmp_path / "models" / "r1" / "fold0-abc.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"state")
+    cat.write_fold(run, _fold(0, [0.1, 0.2], genes=["GA", "GB"], model_path="models/r1/fold0-abc.pt", predictions={
+        "sample_id": ["s"], "barcode": ["b"], "coords": [[3, 4]], "y_true": [[1.0, 2.0]], "y_pred": [[1.5, 2.5]]}))
+    [(rel,)] = cat.rows("SELECT predictions_path FROM fold_results")
+    preds = tmp_path / rel
+    cat.con.execute("UPDATE fold_results SET predictions_path = ?, model_path = ?", [str(preds), str(model)])
+    assert cat.spot_predictions(["r1"])["y_pred"].to_list() == [1.5, 2.5]
+    cat.forget_run("r1")
+    assert not preds.exists() and not model.exists()
+
+
+def test_a_fold_write_checks_that_fold_only(cat):
+    """A damaged row elsewhere (another fold, another run) is for `bench store verify`, not a reason to refuse."""
+    for rid in ("r1", "r2"):
+        cat.start_run(_run(rid))
+    cat.write_fold(_run("r1"), _fold(0, [0.1, 0.3]))
+    cat.con.execute("UPDATE fold_results SET pcc_mean = 0.9 WHERE run_id = 'r1' AND fold = 0")
+    cat.write_fold(_run("r1"), _fold(1, [0.2, 0.4]))  # same run, another fold
+    cat.write_fold(_run("r2"), _fold(0, [0.2, 0.4]))  # another run, same fold
+    assert cat.folds_done("r1") == {0, 1} and cat.folds_done("r2") == {0}
+    assert cat.inconsistencies(runs=False) == ["run r1 fold 0: pcc_mean 0.9 but its gene rows give 0.2"]
+
+
+def test_times_are_stored_in_utc_whatever_the_local_zone(cat, monkeypatch):
+    import time
+    from datetime import UTC
+
+    monkeypatch.setenv("TZ", "XYZ-14")  # POSIX: 14 hours east of UTC
+    time.tzset()
+    try:
+        cat.start_run(_run())
+        cat.finish_run("r1")
+        now = datetime.now(UTC).replace(tzinfo=None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    started, finished = cat.rows("SELECT started_at, finished_at FROM runs")[0]
+    assert abs(started - now) < timedelta(minutes=5) and abs(finished - now) < timedelta(minutes=5)
+
+
+def test_a_catalog_held_by_another_program_is_waited_for_and_said_so(tmp_path, caplog):
+    """Another program (the duckdb shell) holding the file: waited for like our own lock, with one line saying so."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    path = tmp_path / "c.duckdb"
+    Catalog(path).close()
+    code = "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)  # holds the file until its stdin is closed
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match=r"still busy after \d+ s: .*lock.*--lock-timeout SECONDS"):
+            Catalog(path, lock_timeout=0.3)
+        release = threading.Timer(1.5, holder.stdin.close)
+        start = time.monotonic()
+        release.start()
+        with caplog.at_level("WARNING", logger="stbench"), Catalog(path, lock_timeout=60) as cat:
+            assert cat.run_status("x") is None
+        assert time.monotonic() - start >= 1.5
+        assert any("waiting for the catalog" in r.getMessage() for r in caplog.records), caplog.records
+    finally:
+        holder.kill()
+        holder.wait()
