@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AttentionalPooler", "ConchVisual"]
+__all__ = ["AttentionalPooler", "BiasFreeAttentionalPooler", "ConchV15Visual", "ConchVisual"]
 
 
 class AttentionalPooler(nn.Module):
@@ -42,6 +42,8 @@ class AttentionalPooler(nn.Module):
 class ConchVisual(nn.Module):
     """``forward(x)`` = ``CoCa.encode_image(x, proj_contrast=False, normalize=False)``: (B, 512)."""
 
+    pooler: type[nn.Module] = AttentionalPooler
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         from timm.models.vision_transformer import VisionTransformer
 
@@ -54,7 +56,7 @@ class ConchVisual(nn.Module):
             num_classes=0, dynamic_img_size=True, weight_init="skip",  # every tensor is then loaded
             init_values=vision.get("ls_init_value"),  # LayerScale: none in CONCH v1 (see conch_v15 for v1.5)
         )
-        self.attn_pool_contrast = AttentionalPooler(
+        self.attn_pool_contrast = self.pooler(
             cfg["embed_dim"], vision["width"], n_head=vision["attn_pooler_heads"],
             n_queries=vision["n_queries_contrast"],
         )
@@ -63,3 +65,40 @@ class ConchVisual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.trunk.forward_features(x)  # CONCH replaces trunk.forward with forward_features
         return self.ln_contrast(self.attn_pool_contrast(tokens)[:, 0])
+
+
+class BiasFreeAttentionalPooler(nn.Module):
+    """CONCH v1.5's pooler (the layout of mahmoodlab/TRIDENT ``model_zoo/conchv1_5/conchv1_5.py`` and TITAN's
+    CONCH v1.5 tower, which load the published weights strictly): ``n_queries`` learned queries, layer-normed
+    (``ln_q``), attend over the layer-normed tokens (``ln_k``) through bias-free linear maps ``to_q``,
+    ``to_kv`` (keys in the first half of its output, values in the second) and ``to_out``, heads splitting the
+    width as (head, channel), scale 1/sqrt(head width)."""
+
+    def __init__(self, d_model: int, context_dim: int, *, n_head: int = 8, n_queries: int = 1) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Parameter(torch.zeros(n_queries, d_model))
+        self.ln_q = nn.LayerNorm(d_model)
+        self.ln_k = nn.LayerNorm(context_dim)
+        self.to_q = nn.Linear(d_model, d_model, bias=False)
+        self.to_kv = nn.Linear(context_dim, 2 * d_model, bias=False)
+        self.to_out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, context_dim) -> (B, n_queries, d_model)."""
+        b, n, _ = tokens.shape
+        heads = self.n_head
+        q = self.to_q(self.ln_q(self.query))  # (Q, D)
+        k, v = self.to_kv(self.ln_k(tokens)).chunk(2, dim=-1)  # (B, N, D) each
+        width = q.shape[-1] // heads
+        q = q.reshape(1, -1, heads, width).transpose(1, 2).expand(b, -1, -1, -1)  # (B, H, Q, width)
+        k = k.reshape(b, n, heads, width).transpose(1, 2)  # (B, H, N, width)
+        v = v.reshape(b, n, heads, width).transpose(1, 2)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(width)) v
+        return self.to_out(out.transpose(1, 2).reshape(b, -1, heads * width))
+
+
+class ConchV15Visual(ConchVisual):
+    """CONCH v1.5's image tower: the ViT-L trunk (with LayerScale), `BiasFreeAttentionalPooler`, ``ln_contrast``."""
+
+    pooler = BiasFreeAttentionalPooler

@@ -18,6 +18,12 @@ Two layouts differ and are converted exactly:
   formula (a scale factor), so embeddings may differ from theirs in the last digits.
 
 tests/_reduced_more.py checks each against ``transformers``' own models on real patches.
+
+Where each fact was checked (issue 14) is written beside it: mahmoodlab/TRIDENT
+``trident/patch_encoder_models/load.py`` (its loader classes) and ``utils/constants.py``, mahmoodlab/HEST
+``src/hest/bench/cpath_model_zoo/inference_models.py``, kaiko-ai/eva (``backbones/pathology/*.py``,
+``docs/user-guide/advanced/replicate_evaluations.md``), kaiko-ai/Midnight (``README.md``, ``eval/``), HistAI/hibou,
+and the Hugging Face pages stored for the search corpora; "recollection" marks what none of them settled.
 """
 
 from __future__ import annotations
@@ -52,13 +58,26 @@ _DEFAULTS: dict[str, Any] = {"mlp_ratio": 4, "image_size": 224, "layer_norm_eps"
 _VIT_L = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16}
 
 FAMILIES: dict[str, Dinov2Family] = {
-    # hf.co/owkin/phikon-v2 card: AutoModel (Dinov2Model), ViT-L/16, features = last_hidden_state[:, 0, :].
+    # Phikon-v2: AutoModel.from_pretrained("owkin/phikon-v2") and last_hidden_state[:, 0, :] (TRIDENT
+    # Phikonv2InferenceEncoder; HEST PhikonV2InferenceEncoder, return_cls=True); "DINOv2 ViT-L16", 1024-d (eva
+    # replicate_evaluations.md). No registers: a plain Dinov2Model loaded without trust_remote_code (released before
+    # transformers had DINOv2 registers; "ViT-L/16, no registers" in a third-party summary of arXiv:2409.09173). Its
+    # config.json (read at load time) was not seen: these are the fallback when none comes with the weights.
     "phikon-v2": Dinov2Family({**_VIT_L, "patch_size": 16, "model_type": "dinov2"}, "cls"),
-    # hf.co/histai/hibou-L card: AutoModel with trust_remote_code, pooler_output (the normed class token);
-    # ViT-L/14 with 4 register tokens (Nechaev et al. 2024, arXiv:2406.05074).
-    "hibou-l": Dinov2Family({**_VIT_L, "patch_size": 14, "num_register_tokens": 4, "model_type": "dinov2"}, "cls"),
-    # hf.co/kaiko-ai/midnight card: AutoModel (Dinov2Model), ViT-g/14 (1536 wide, 40 blocks, 24 heads, SwiGLU),
-    # extract_classification_embedding = cat(last_hidden_state[:, 0], last_hidden_state[:, 1:].mean(1)).
+    # Hibou-L: AutoModel with trust_remote_code and pooler_output (TRIDENT HibouLInferenceEncoder); HEST takes
+    # last_hidden_state[:, 0] (HibouLargeInferenceEncoder), the same normed class token. ViT-L/14 with 4 registers
+    # (eva histai.py num_register_tokens 4; Nechaev et al. 2024, arXiv:2406.05074). SwiGLU FFN: HistAI/hibou
+    # hibou/models/__init__.py build_model (ffn_layer="swiglufused", 4 registers, layerscale, 224 px) and the
+    # stored hf.co/histai/hibou-b config.json ("use_swiglu_ffn": true, "image_size": 224); hibou-L's own
+    # config.json was not seen (it overrides these at load time).
+    "hibou-l": Dinov2Family({**_VIT_L, "patch_size": 14, "num_register_tokens": 4, "use_swiglu_ffn": True,
+                             "model_type": "dinov2"}, "cls"),
+    # Midnight-12k: kaiko-ai/Midnight README (= the hf.co/kaiko-ai/midnight card): AutoModel (Dinov2Model),
+    # extract_classification_embedding = cat(last_hidden_state[:, 0], last_hidden_state[:, 1:].mean(1)); the
+    # authors' own HEST run uses the same (eval/hest_bench_config.yaml: ExtractConcatToken). ViT-g/14: eva
+    # replicate_evaluations.md ("Midnight-12k (ViT-G14)"), trained as DINOv2's dinov2_vitg14 (Midnight eval
+    # configs), whose transformers config (stored hf.co/facebook/dinov2-giant config.json) is 1536 wide,
+    # 40 layers, 24 heads, use_swiglu_ffn true.
     "midnight": Dinov2Family({"hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24,
                               "patch_size": 14, "use_swiglu_ffn": True, "model_type": "dinov2"}, "cls+mean"),
 }
@@ -204,10 +223,13 @@ def _loader(spec: EncoderSpec, family: Dinov2Family):  # noqa: ANN202
 
 SPECS: tuple[EncoderSpec, ...] = (
     EncoderSpec(
+        # ImageNet mean/std with Resize(224) + CenterCrop(224), fp32: TRIDENT Phikonv2InferenceEncoder (HEST: fp32,
+        # ImageNet). Not gated: loaded without a token in HEST's bench_config.yaml (no "requesting the weights"),
+        # PathBench-MIL README "Automatic". Files model.safetensors + config.json: TRIDENT's error message.
         name="phikon-v2", aliases=("phikonv2", "owkin-phikon-v2"), embed_dim=1024, precision="fp32",
         pooling="class token of last_hidden_state (Dinov2Model)",
         weights="hf.co/owkin/phikon-v2 (model.safetensors + config.json, transformers Dinov2Model)",
-        license="Owkin non-commercial licence (see the model page)",
+        license="Owkin non-commercial licence (see the model page)",  # licence text: recollection
         paper="Filiot et al. 2024, Phikon-v2, a large and public feature extractor for biomarker prediction "
               "(arXiv:2409.09173)",
         random_init=True, code="timm VisionTransformer built from the repo's Dinov2Config; keys renamed by stbench",
@@ -215,20 +237,27 @@ SPECS: tuple[EncoderSpec, ...] = (
     ),
     EncoderSpec(
         name="hibou-l", aliases=("hiboul", "hibou-large"), embed_dim=1024,
-        # the repo's preprocessor_config.json normalisation (recollection, moderate confidence)
-        mean=(0.7068, 0.5755, 0.722), std=(0.195, 0.2316, 0.1816),
-        precision="fp32", gated=True,  # gated: recollection
+        # HIBOU_MEAN / HIBOU_STD with Resize(224, bicubic): TRIDENT utils/constants.py and HibouLInferenceEncoder;
+        # the same mean/std in eva replicate_evaluations.md. fp32: TRIDENT, HEST.
+        mean=(0.7068, 0.5755, 0.722), std=(0.195, 0.2316, 0.1816), interpolation="bicubic",
+        # gated: third party only (Sbrussee/PathBench-MIL README lists Hibou-L as "Gated", Hibou-B not); HEST's
+        # bench_config.yaml does not mark hibou_large as needing a request -- unsettled (recollection), kept gated
+        precision="fp32", gated=True,
         pooling="pooler_output: the normed class token (4 register tokens skipped)",
         weights="hf.co/histai/hibou-L (gated; transformers DINOv2 with registers, custom code not needed)",
-        license="Apache-2.0",
+        license="Apache-2.0",  # HistAI/hibou README: "release of Hibou-L under the Apache 2.0 license"
         paper="Nechaev et al. 2024, Hibou: a family of foundational vision transformers for pathology "
               "(arXiv:2406.05074)",
         random_init=True, code="timm VisionTransformer built from the repo's config; keys renamed by stbench",
         source=_hub("histai/hibou-L", ("model.safetensors", "pytorch_model.bin")),
     ),
     EncoderSpec(
+        # mean/std 0.5, Resize(224) + CenterCrop(224): kaiko-ai/Midnight README ("trained on 224x224 images
+        # normalized with a mean of (0.5, 0.5, 0.5) and a standard deviation of (0.5, 0.5, 0.5)"). fp32: the
+        # authors' HEST run (Midnight eval/run_hest.py, precision=torch.float32); TRIDENT runs it in fp16 and
+        # pools the class token only by default. Public (Midnight README), MIT (Midnight LICENSE).
         name="midnight", aliases=("midnight-12k", "kaiko-midnight"), embed_dim=3072, mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5), precision="fp32",  # the card's transform: Normalize(0.5, 0.5); no autocast given
+        std=(0.5, 0.5, 0.5), precision="fp32",
         pooling="class token ++ mean of patch tokens (1536 + 1536), as its card",
         weights="hf.co/kaiko-ai/midnight (model.safetensors + config.json, transformers Dinov2Model)",
         license="MIT",

@@ -2,9 +2,20 @@
 
 The weights are one file, ``GPFM.pth``, in the original DINOv2 code's layout (its keys are timm's but for the
 extras below); the embedding is the normed class token (DINOv2's ``x_norm_clstoken``), 1024-d. Facts, with
-their source: architecture ``vit_large_patch14_dinov2`` at ``img_size=224`` with ``init_values=1e-5`` and the
-hub file ``majiabo/GPFM`` / ``GPFM.pth`` are recollection of the GPFM README and TRIDENT's loader (moderate
-confidence); ImageNet mean/std as DINOv2. A file that does not fit is a one-line error naming the keys.
+their source (issue 14):
+
+* architecture: birkhoffkiki/GPFM ``models/dinov2/__init__.py`` build_model('GPFM'): DINOv2 ``vit_large`` with
+  img_size 224, patch_size 14, init_values 1e-5, ffn_layer 'mlp', qkv_bias, block_chunks 4, the checkpoint's
+  ``teacher`` entry with its ``backbone.`` keys -- timm ``vit_large_patch14_dinov2`` at ``img_size=224``,
+  ``init_values=1e-5`` (TRIDENT GPFMInferenceEncoder; kaiko-ai/eva ``backbones/pathology/hkust.py``, which
+  converts the GitHub release's ``teacher`` / ``backbone.`` / chunked-block layout the same way as below);
+* weights: hub repo ``majiabo/GPFM``, file ``GPFM.pth`` (TRIDENT GPFMInferenceEncoder); the same name on the
+  GitHub release (github.com/birkhoffkiki/GPFM/releases/download/ckpt/GPFM.pth, the GPFM README);
+* transform: Resize((224, 224), bicubic) + ImageNet mean/std (GPFM ``build_transform``; TRIDENT: bicubic,
+  ImageNet); precision fp32: the authors' code runs no autocast (TRIDENT uses fp16);
+* licence: CC-BY-NC-ND-4.0 (birkhoffkiki/GPFM LICENSE).
+
+A file that does not fit is a one-line error naming the keys.
 
 Undone before the strict load, as timm's own DINOv2 conversion does and beyond it:
 
@@ -38,9 +49,9 @@ ARCH = TimmArch("vit_large_patch14_dinov2", {"img_size": 224, "init_values": 1e-
                                              "global_pool": "token"}, "cls")
 
 SPEC = EncoderSpec(
-    name="gpfm", aliases=("gpfm-l",), embed_dim=1024, precision="fp32",
+    name="gpfm", aliases=("gpfm-l",), embed_dim=1024, precision="fp32", interpolation="bicubic",
     pooling="class token of forward_features (DINOv2 x_norm_clstoken)",
-    weights="hf.co/majiabo/GPFM (GPFM.pth, DINOv2 layout)", license="see the model page (GPFM)",
+    weights="hf.co/majiabo/GPFM (GPFM.pth, DINOv2 layout)", license="CC-BY-NC-ND-4.0",
     paper="Ma et al. 2024, Towards a generalizable pathology foundation model via unified knowledge "
           "distillation (arXiv:2407.18449)",
     random_init=True, code="timm vit_large_patch14_dinov2; DINOv2 checkpoint keys renamed by stbench",

@@ -11,9 +11,12 @@ without stbench's model code where one exists:
   class token ++ patch mean). Midnight's config says 518 px, so positions are resampled to 224 as transformers does;
 * GPFM: a timm DINOv2 ViT-L in the DINOv2 training layout (``teacher`` wrapper, ``backbone.`` prefix, chunked
   blocks, heads and ``mask_token`` to drop);
-* CONCH v1.5: a ViT-L trunk with LayerScale plus pooler tensors written by name; the reference pools by hand.
+* CONCH v1.5: a ViT-L trunk with LayerScale and a 14 x 14 position grid (built at 224 px, as the references
+  build it) plus bias-free pooler tensors written by name; the reference runs that trunk with DINO's per-forward
+  position resampling and pools by hand.
 
-Parameter counts for `FULL_SIZE` are the published sizes (model cards / papers), to two figures.
+Parameter counts for `FULL_SIZE` are the published sizes (model cards / papers) where one was found, to two
+figures; otherwise the count of the architecture the reference loaders build (said so below).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from tests._reduced import (
     _hub_vit,
     _swiglu,
     _vit_state,
-    class_and_mean_from,
     class_token,
     full_size,
     reduced,
@@ -70,7 +72,7 @@ def write_hoptimus1(cache: Path) -> Path:
                             {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "global_pool": "token"}, **HOPT)
 
 
-@reduced("h0-mini", reference=class_and_mean_from(5))
+@reduced("h0-mini", reference=class_token)
 def write_h0mini(cache: Path) -> Path:
     return _safetensors_vit(cache, "bioptimus/H0-mini", "vit_base_patch14_reg4_dinov2",
                             {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "global_pool": "",
@@ -157,8 +159,10 @@ def write_phikon_v2(cache: Path) -> Path:
 
 @reduced("hibou-l", reference=hf_pooler_output("hibou-l"))
 def write_hibou_l(cache: Path) -> Path:
+    # SwiGLU FFN, 4 registers, 224 px: as HistAI/hibou's build_model and the hibou-b config.json
     return _hub_transformers(cache, "hibou-l", "histai/hibou-L", "Dinov2WithRegistersModel",
-                             "Dinov2WithRegistersConfig", patch_size=14, image_size=224, num_register_tokens=4, **_L)
+                             "Dinov2WithRegistersConfig", patch_size=14, image_size=224, num_register_tokens=4,
+                             use_swiglu_ffn=True, **_L)
 
 
 @reduced("midnight", reference=hf_class_and_mean("midnight"))
@@ -188,55 +192,60 @@ def write_gpfm(cache: Path) -> Path:
     return write_hub_repo(cache, "majiabo/GPFM", files)
 
 
-# -- CONCH v1.5: ViT-L trunk + attentional pooler ------------------------------------------------------------
-@reduced("conch-v1.5", reference=lambda model, x: conch_pool_by_hand(model, x))
+# -- CONCH v1.5: ViT-L trunk + bias-free attentional pooler ------------------------------------------------------
+@reduced("conch-v1.5", reference=lambda model, x: conch_v15_by_hand(x))
 def write_conch_v15(cache: Path) -> Path:
-    """The tower's keys bare (``trunk.``, ``attn_pool_contrast.``, ``ln_contrast.``), with LayerScale, and a
-    captioning pooler that the contrastive path never reads."""
+    """The tower's keys bare (``trunk.``, ``attn_pool_contrast.``, ``ln_contrast.``) as TRIDENT and TITAN load
+    them strictly: a trunk built at timm's default 224 px (14 x 14 position grid) with LayerScale, and the pooler's
+    bias-free ``to_q`` / ``to_kv`` / ``to_out``."""
     import torch
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    trunk = VisionTransformer(img_size=448, patch_size=16, embed_dim=1024, depth=1, num_heads=16, init_values=1e-5,
-                              num_classes=0, dynamic_img_size=True)
+    trunk = VisionTransformer(img_size=224, patch_size=16, embed_dim=1024, depth=1, num_heads=16, init_values=1e-6,
+                              num_classes=0).eval()
     _noisy(trunk, 2)
     g = torch.Generator().manual_seed(4)
 
     def r(*shape: int, scale: float = 0.05, centre: float = 0.0) -> torch.Tensor:
         return centre + scale * torch.randn(shape, generator=g)
 
+    pool = {"query": r(1, 768, scale=1.0), "ln_q.weight": r(768, centre=1), "ln_q.bias": r(768),
+            "ln_k.weight": r(1024, centre=1), "ln_k.bias": r(1024), "to_q.weight": r(768, 768),
+            "to_kv.weight": r(1536, 1024), "to_out.weight": r(768, 768)}
+    head = {"ln_contrast.weight": r(768, centre=1), "ln_contrast.bias": r(768)}
+    _HF["conch-v1.5"] = (trunk, pool, head)
     state = {f"trunk.{k}": v for k, v in trunk.state_dict().items()}
-    pool = {"query": r(1, 768, scale=1.0), "attn.q_proj_weight": r(768, 768), "attn.k_proj_weight": r(768, 1024),
-            "attn.v_proj_weight": r(768, 1024), "attn.in_proj_bias": r(2304), "attn.out_proj.weight": r(768, 768),
-            "attn.out_proj.bias": r(768), "ln_q.weight": r(768, centre=1), "ln_q.bias": r(768),
-            "ln_k.weight": r(1024, centre=1), "ln_k.bias": r(1024)}
-    state |= {f"attn_pool_contrast.{k}": v for k, v in pool.items()}
-    state |= {"ln_contrast.weight": r(768, centre=1), "ln_contrast.bias": r(768),
-              "attn_pool_caption.query": r(256, 768), "ln_caption.weight": r(768)}
+    state |= {f"attn_pool_contrast.{k}": v for k, v in pool.items()} | head
     config = {"embed_dim": 768, "vision_cfg": {"image_size": 448, "patch_size": 16, "layers": 1}}
     files = {"pytorch_model_vision.bin": torch_bytes(state), "config.json": json.dumps(config).encode()}
     return write_hub_repo(cache, "MahmoodLab/conchv1_5", files)
 
 
-def conch_pool_by_hand(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """CoCa's contrastive pooling written out from the loaded tensors: 1 query, 8 heads, then ln_contrast."""
+def conch_v15_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """The reference written out from the saved tensors: the 224-px trunk run at 448 px with DINO's per-forward
+    position resampling (bicubic, scale (28 + 0.1) / 14), then CoCa's contrastive pooling (1 query, 8 heads,
+    bias-free projections) and ln_contrast."""
     import torch
 
     F = torch.nn.functional
-    s = model.state_dict()
-    tokens = model.trunk.forward_features(x)
-    p = "attn_pool_contrast."
-    kv = F.layer_norm(tokens, (1024,), s[p + "ln_k.weight"], s[p + "ln_k.bias"], eps=1e-5)
-    q = F.layer_norm(s[p + "query"], (768,), s[p + "ln_q.weight"], s[p + "ln_q.bias"], eps=1e-5)
-    bq, bk, bv = s[p + "attn.in_proj_bias"].split(768)
-    b, n = tokens.shape[:2]
-    qh = (q @ s[p + "attn.q_proj_weight"].T + bq).view(8, 96)
-    kh = (kv @ s[p + "attn.k_proj_weight"].T + bk).view(b, n, 8, 96)
-    vh = (kv @ s[p + "attn.v_proj_weight"].T + bv).view(b, n, 8, 96)
+    trunk, pool, head = _HF["conch-v1.5"]
+    b, grid = x.shape[0], x.shape[-1] // 16
+    pos = trunk.pos_embed
+    patch = pos[:, 1:].reshape(1, 14, 14, 1024).permute(0, 3, 1, 2)
+    patch = F.interpolate(patch, scale_factor=((grid + 0.1) / 14, (grid + 0.1) / 14), mode="bicubic")
+    pos = torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, grid * grid, 1024)], dim=1)
+    patches = trunk.patch_embed.proj(x).flatten(2).transpose(1, 2)  # the 16 px convolution at any input size
+    tokens = torch.cat([trunk.cls_token.expand(b, -1, -1), patches], dim=1) + pos
+    tokens = trunk.norm(trunk.blocks(tokens))
+    kv = F.layer_norm(tokens, (1024,), pool["ln_k.weight"], pool["ln_k.bias"], eps=1e-5)
+    q = F.layer_norm(pool["query"], (768,), pool["ln_q.weight"], pool["ln_q.bias"], eps=1e-5) @ pool["to_q.weight"].T
+    k, v = (kv @ pool["to_kv.weight"].T).split(768, dim=-1)
+    n = tokens.shape[1]
+    qh, kh, vh = q.view(8, 96), k.reshape(b, n, 8, 96), v.reshape(b, n, 8, 96)
     weights = torch.einsum("hd,bnhd->bhn", qh, kh).div(96**0.5).softmax(dim=-1)
-    pooled = torch.einsum("bhn,bnhd->bhd", weights, vh).reshape(b, 768)
-    pooled = pooled @ s[p + "attn.out_proj.weight"].T + s[p + "attn.out_proj.bias"]
-    return F.layer_norm(pooled, (768,), s["ln_contrast.weight"], s["ln_contrast.bias"], eps=1e-5)
+    pooled = torch.einsum("bhn,bnhd->bhd", weights, vh).reshape(b, 768) @ pool["to_out.weight"].T
+    return F.layer_norm(pooled, (768,), head["ln_contrast.weight"], head["ln_contrast.bias"], eps=1e-5)
 
 
 # -- full size on the meta device --------------------------------------------------------------------------------
@@ -257,9 +266,12 @@ def _built(module: str, builder: str, *args: Any):  # noqa: ANN202
     return build
 
 
-# Published sizes: UNI2-h 681 M (card); H-optimus-1 1.1 B (card); H0-mini 86 M (ViT-B); Kaiko ViT-B/8 86 M;
-# Lunit ViT-S/8 22 M; Virchow / Virchow2 632 M; Phikon-v2 300 M (card: ViT-L); Hibou-L 0.3 B (paper, ViT-L);
-# Midnight 1.1 B (ViT-g); GPFM 0.3 B (ViT-L); CONCH v1.5 ViT-L trunk 303 M + its 3.3 M pooler.
+# Sizes. Published: H-optimus-1 1.1 B (the H-optimus-0 architecture, ViT-g/14; arXiv:2409.09173 gives 1.1 B for
+# H-optimus-0); Phikon-v2 ViT-L/16 (arXiv:2409.09173; a third-party summary of its Extended Table 5 gives 307 M);
+# Hibou-L ViT-L/14 (arXiv:2406.05074); Midnight ViT-g/14 (1.1 B, as H-optimus-0's ViT-g); GPFM ViT-L/14;
+# Kaiko ViT-B/8, Lunit ViT-S/8, Virchow / Virchow2 ViT-H/14 (632 M). Not found as a number, so the count of the
+# architecture the reference loaders build (TRIDENT kwargs): UNI2-h 681 M; H0-mini 86 M (recollection: ViT-B with
+# DINOv2's SwiGLU width); CONCH v1.5 303 M trunk + 2.8 M bias-free pooler.
 for _name, _module, _builder, _params, _tol in [
     ("uni2-h", "timm_recent", "timm", 681e6, 0.03), ("hoptimus1", "timm_recent", "timm", 1.1e9, 0.05),
     ("h0-mini", "timm_recent", "timm", 86e6, 0.03), ("kaiko-vitb8", "timm_recent", "timm", 86e6, 0.03),

@@ -69,12 +69,14 @@ def patches(her2st_task_root: Path) -> np.ndarray:
 
 def _normalise(patches: np.ndarray, spec) -> torch.Tensor:  # noqa: ANN001
     """The spec's preprocessing written out: 224 px patches as they are, or the model card's torchvision
-    Resize(resize_to or input_size, bicubic) + CenterCrop(input_size) of PIL images (GigaPath, CONCH v1.5)."""
+    Resize(resize_to or input_size, the spec's filter) + CenterCrop(input_size) of PIL images (GigaPath: bicubic;
+    CONCH v1.5: bilinear)."""
     if spec.resize_to or spec.input_size != patches.shape[1]:
         from PIL import Image
         from torchvision import transforms
 
-        t = transforms.Compose([transforms.Resize(spec.resize_to or spec.input_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        mode = transforms.InterpolationMode(spec.interpolation)
+        t = transforms.Compose([transforms.Resize(spec.resize_to or spec.input_size, interpolation=mode),
                                 transforms.CenterCrop(spec.input_size), transforms.ToTensor(),
                                 transforms.Normalize(spec.mean, spec.std)])
         return torch.stack([t(Image.fromarray(p)) for p in patches])
