@@ -174,6 +174,9 @@ def _writes(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+_DICTIONARY_COLUMNS = ("run_id", "sample_id", "barcode", "gene", "x", "y", "y_true")  # see _write_predictions
+
+
 class Catalog:
     """``<store>/catalog.duckdb``, migrated to the current schema on open.
 
@@ -457,8 +460,12 @@ class Catalog:
             raise StoreError(f"{self.path}: refusing to store an inconsistent fold: {problems[0]}")
 
     def _write_predictions(self, run_id: str, rec: FoldRecord) -> str:
-        """One Parquet file per fold, long format (spot x gene), float32 values split by byte stream and
-        zstd-compressed; returns its path relative to the store root. Written aside and renamed into place."""
+        """One Parquet file per fold, long format (spot x gene), zstd-compressed; returns its path relative to the
+        store root. Written aside and renamed into place. Columns that repeat (ids, coordinates: one row per gene;
+        measured log1p values: few distinct counts) are dictionary-encoded; the predictions, all distinct, are
+        split by byte stream instead (pyarrow applies that only to columns without a dictionary). On a real
+        HER2ST fold (14,150 rows): 63.6 KB, against 88.5 KB with dictionaries everywhere (where the split was a
+        no-op) and 66.3 KB with no dictionary for any number."""
         import uuid
 
         import numpy as np
@@ -485,7 +492,8 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path)
         try:
-            pq.write_table(table, tmp, compression="zstd", use_byte_stream_split=["x", "y", "y_true", "y_pred"])
+            pq.write_table(table, tmp, compression="zstd", use_dictionary=list(_DICTIONARY_COLUMNS),
+                           use_byte_stream_split=["y_pred"])
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -505,3 +505,23 @@ def test_a_catalog_held_by_another_program_is_waited_for_and_said_so(tmp_path, c
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_prediction_files_split_the_predictions_by_byte_stream_and_keep_dictionaries_for_the_rest(cat, tmp_path):
+    """pyarrow applies BYTE_STREAM_SPLIT only to a column without a dictionary: the predictions (all distinct) are
+    split, the columns that repeat (ids, coordinates, measured values) keep their dictionary."""
+    import pyarrow.parquet as pq
+
+    run = _run()
+    cat.start_run(run)
+    rng = np.random.default_rng(0)
+    cat.write_fold(run, _fold(0, [0.1, 0.2], genes=["GA", "GB"], predictions={
+        "sample_id": ["s"] * 20, "barcode": [f"b{i}" for i in range(20)], "coords": rng.normal(size=(20, 2)),
+        "y_true": rng.integers(0, 3, size=(20, 2)).astype(np.float32), "y_pred": rng.normal(size=(20, 2))}))
+    [(rel,)] = cat.rows("SELECT predictions_path FROM fold_results")
+    meta = pq.ParquetFile(tmp_path / rel).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in encodings["y_pred"] and "RLE_DICTIONARY" not in encodings["y_pred"]
+    for column in ("run_id", "sample_id", "barcode", "gene", "x", "y", "y_true"):
+        assert "RLE_DICTIONARY" in encodings[column] and "BYTE_STREAM_SPLIT" not in encodings[column], column
+    assert pq.ParquetFile(tmp_path / rel).metadata.row_group(0).column(0).compression == "ZSTD"
