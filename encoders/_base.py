@@ -64,7 +64,7 @@ class EncoderSpec:
 
 def compute_tag(spec: EncoderSpec) -> str:
     """What an embedding's fingerprint adds to its weights' fingerprint for how patches were computed:
-    ``+<precision>`` and ``+<resampler><size>[crop<size>]``, so results under other settings never mix.
+    ``+<precision>`` and ``+<resampler><size>[crop<size>][-<filter>]``, so results under other settings never mix.
 
     Empty for the settings stbench keyed embeddings under before precision and transforms entered the
     fingerprint (issue 13): the spec's ``untagged_precision`` (fp16 where stbench's default was fp16) and the
@@ -74,6 +74,8 @@ def compute_tag(spec: EncoderSpec) -> str:
     if spec.resample != "torch" or spec.resize_to:
         size = spec.resize_to or spec.input_size
         tag += f"+{spec.resample}{size}" + (f"crop{spec.input_size}" if size != spec.input_size else "")
+        if spec.interpolation != "bicubic":  # the filter changes the pixels too (bicubic: the keys stored before)
+            tag += f"-{spec.interpolation}"
     return tag
 
 

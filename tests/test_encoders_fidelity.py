@@ -42,6 +42,16 @@ def test_fingerprints_of_unchanged_settings_are_kept_and_changed_ones_are_tagged
     assert compute_tag(get_encoder("gigapath", precision="fp16").spec) == "+pil256crop224"
 
 
+def test_the_resize_filter_is_part_of_the_key() -> None:
+    import dataclasses
+
+    spec = get_encoder("conch").spec
+    assert spec.interpolation == "bicubic" and compute_tag(spec) == "+pil448"
+    assert compute_tag(dataclasses.replace(spec, interpolation="bilinear")) == "+pil448-bilinear"
+    v15 = get_encoder("conch-v1.5").spec  # PIL bilinear to 448, as TRIDENT's and CLAM's transforms
+    assert v15.interpolation == "bilinear" and compute_tag(v15).endswith("+pil448-bilinear")
+
+
 @pytest.mark.parametrize("name", sorted(HEST_PRECISION))
 def test_each_precision_is_its_own_key(name: str) -> None:
     tags = {p: compute_tag(get_encoder(name, precision=p).spec) for p in PRECISIONS}
