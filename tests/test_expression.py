@@ -398,3 +398,56 @@ def test_read_counts_refuses_negative_counts_naming_spot_and_gene(tmp_path):
     ad.AnnData(X=_with(-1, 0, 2), obs={"i": _OBS}, var={"j": _VAR}).write_h5ad(path)
     with pytest.raises(DataError, match=r"c\.h5ad: counts must be .*\(-1 at spot '0', gene '2'\)"):
         ex.read_counts(path)
+
+
+def test_unique_genes_marks_more_only_beyond_8_repeats(caplog):
+    with caplog.at_level("WARNING", logger="stbench"):
+        ex.unique_genes([f"G{i}" for i in range(8)] * 2)
+        ex.unique_genes([f"G{i}" for i in range(9)] * 2)
+    exactly_8, nine = (r.getMessage() for r in caplog.records)
+    assert exactly_8.endswith("G6, G7; 8 unique genes") and "..." not in exactly_8
+    assert nine.endswith("G6, G7 ...; 9 unique genes")
+
+
+def test_read_gene_file_names_the_file_when_genes_repeat(tmp_path, caplog):
+    path = tmp_path / "g.txt"
+    path.write_text("A\nA\n")
+    with caplog.at_level("WARNING", logger="stbench"):
+        ex.read_gene_file(path)
+    assert caplog.records[0].getMessage().startswith(f"{path}: 1 gene names repeat")
+
+
+def test_read_counts_takes_normalised_values_without_a_warning(tmp_path, caplog):
+    path = tmp_path / "c.h5ad"  # read_counts serves every reader; the warning is the importer's and the run's
+    ad.AnnData(X=np.full((3, 4), 0.5, dtype=np.float32), obs={"i": _OBS}, var={"j": _VAR}).write_h5ad(path)
+    with caplog.at_level("WARNING", logger="stbench"):
+        ex.read_counts(path)
+    assert [r for r in caplog.records if "whole numbers" in r.getMessage()] == []
+
+
+def test_check_counts_in_memory_csc_reports_the_first_bad_value_in_its_own_order():
+    x = np.zeros((3, 4), dtype=np.float32)
+    x[0, 3], x[2, 0] = -1, -2  # first in row order: (0, 3); first in column order: (2, 0)
+    with pytest.raises(DataError, match=r"first: -2 at spot 's2', gene 'g0'"):
+        ex.check_counts(sp.csc_matrix(x), None, obs_names=_OBS, var_names=_VAR)
+    with pytest.raises(DataError, match=r"first: -1 at spot 's0', gene 'g3'"):
+        ex.check_counts(sp.csr_matrix(x), None, obs_names=_OBS, var_names=_VAR)
+
+
+def test_check_counts_dense_on_disk_reads_every_row_block_with_its_offset(tmp_path, monkeypatch):
+    import h5py
+
+    x = np.zeros((6, 4), dtype=np.float32)  # more rows than columns, more rows than a block holds
+    x[5, 2] = np.nan
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["X"] = x
+    monkeypatch.setattr(ex, "_BLOCK", 4)  # one row (4 values) per block
+    with h5py.File(path) as f, pytest.raises(DataError, match=r"1 value is not \(nan at spot 'r5', gene 'g2'\)"):
+        ex.check_counts(f["X"], path, obs_names=[f"r{i}" for i in range(6)], var_names=_VAR)
+
+
+def test_check_counts_warning_without_a_path_has_no_prefix(caplog):
+    with caplog.at_level("WARNING", logger="stbench"):
+        ex.check_counts(np.array([[0.5]]), None, what="values")
+    assert caplog.records[0].getMessage().startswith("values are not whole numbers (e.g. 0.5 at spot row 0, gene column 0)")
