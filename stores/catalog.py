@@ -174,6 +174,10 @@ def _writes(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+_GENE_COLUMNS = ("run_id", "task", "encoder", "reducer", "reducer_options", "fold", "gene", "pcc", "mse", "n_train",
+                 "n_test", "alpha", "seed", "protocol_fingerprint", "mse_baseline")  # gene_results, as _insert_fold fills it
+_SAMPLE_GENE_COLUMNS = ("run_id", "fold", "sample_id", "gene", "pcc", "mse", "n_spots")  # sample_gene_results
+_SWEEP_COLUMNS = ("run_id", "fold", "gene", "alpha", "pcc")  # alpha_sweep
 _DICTIONARY_COLUMNS = ("run_id", "sample_id", "barcode", "gene", "x", "y", "y_true")  # see _write_predictions
 
 
@@ -444,20 +448,36 @@ class Catalog:
             f"INSERT OR REPLACE INTO fold_results ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
             list(values.values()),
         )
-        self.con.executemany(
-            "INSERT OR REPLACE INTO gene_results (run_id, task, encoder, reducer, reducer_options, fold, gene, pcc, mse, "
-            "n_train, n_test, alpha, seed, protocol_fingerprint, mse_baseline) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", gene_rows)
-        if sample_rows:
-            self.con.executemany("INSERT OR REPLACE INTO sample_gene_results VALUES (?, ?, ?, ?, ?, ?, ?)", sample_rows)
+        self._insert_rows("gene_results", _GENE_COLUMNS, gene_rows, key=(0, 5, 6))
+        self._insert_rows("sample_gene_results", _SAMPLE_GENE_COLUMNS, sample_rows, key=(0, 1, 2, 3))
         if rec.sweep is not None:
             alphas, curve = rec.sweep
-            self.con.executemany("INSERT OR REPLACE INTO alpha_sweep VALUES (?, ?, ?, ?, ?)", [
+            self._insert_rows("alpha_sweep", _SWEEP_COLUMNS, [
                 (rid, rec.fold, g, float(a), float(curve[i][j])) for i, a in enumerate(alphas)
-                for j, g in enumerate(rec.genes)])
+                for j, g in enumerate(rec.genes)], key=(0, 1, 2, 3))
         problems = self.inconsistencies(run_ids=[rid], fold=rec.fold, runs=False)
         if problems:  # what was about to be stored contradicts itself: keep none of it
             raise StoreError(f"{self.path}: refusing to store an inconsistent fold: {problems[0]}")
+
+    def _insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[tuple], *, key: tuple[int, ...]) -> None:
+        """``INSERT OR REPLACE`` of many rows as one Arrow batch, inside the caller's transaction. DuckDB's
+        ``executemany`` runs one statement a row, 1-3 ms each: a fold's 50 gene rows, 50 per test sample and
+        50 per swept alpha cost seconds that way and milliseconds as a batch (issue 12). The values are the
+        same Python numbers either way (floats as DOUBLE, NaN kept as NaN). Where a key (the columns at
+        ``key``) repeats, the last row wins, as it did row by row."""
+        if not rows:
+            return
+        import pyarrow as pa
+
+        rows = list({tuple(r[i] for i in key): r for r in rows}.values())
+        batch = pa.table({c: pa.array(list(v)) for c, v in zip(columns, zip(*rows))})
+        cols = ", ".join(columns)
+        name = "_stbench_insert_rows"
+        self.con.register(name, batch)
+        try:
+            self.con.execute(f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM {name}")  # noqa: S608
+        finally:
+            self.con.unregister(name)
 
     def _write_predictions(self, run_id: str, rec: FoldRecord) -> str:
         """One Parquet file per fold, long format (spot x gene), zstd-compressed; returns its path relative to the

@@ -107,6 +107,27 @@ def test_per_sample_pccs_come_back_by_fold_and_sample_in_gene_order(cat):
     assert cat.sample_pccs("other") == {}
 
 
+def test_batched_fold_rows_keep_every_float_bit_for_bit(cat):
+    # gene, per-sample and sweep rows go in as one Arrow batch each (issue 12): the stored values must be the
+    # very floats given, as row-by-row inserts stored them (no float32 detour, NaN stays NaN, subnormals and -0.0)
+    run = _run()
+    cat.start_run(run)
+    odd = np.array([0.1 + 0.2, 5e-324, -0.0, np.nan, 1 / 3])
+    per = {"s1": (odd, odd[::-1], 7)}
+    rec = _fold(0, odd, mse=np.abs(odd[::-1]) + 1, per_sample=per)
+    rec.sweep = ([1e-6, 0.1 + 0.2], np.vstack([odd, odd[::-1]]))
+    cat.write_fold(run, rec)
+    genes = cat.rows("SELECT pcc, mse FROM gene_results ORDER BY gene")
+    samples = cat.rows("SELECT pcc, mse, n_spots FROM sample_gene_results ORDER BY gene")
+    sweep = cat.rows("SELECT alpha, pcc FROM alpha_sweep ORDER BY alpha, gene")
+    same = lambda a, b: (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    assert all(same(p, float(o)) and same(m, float(abs(r)) + 1) for (p, m), o, r in zip(genes, odd, odd[::-1]))
+    assert all(same(p, float(o)) and same(m, float(r)) and n == 7 and type(n) is int
+               for (p, m, n), o, r in zip(samples, odd, odd[::-1]))
+    assert [a for a, _ in sweep] == [1e-6] * 5 + [0.1 + 0.2] * 5
+    assert all(same(p, float(o)) for (_, p), o in zip(sweep, [*odd, *odd[::-1]]))
+    assert cat.inconsistencies() == []
+
 def test_spot_predictions_are_one_parquet_file_per_fold_one_row_per_spot_and_gene(cat, tmp_path):
     import pyarrow.parquet as pq
 
