@@ -237,3 +237,14 @@ def test_cv_alpha_takes_any_real_dtype_as_its_float64_values(dtype):
     _, errors = cv_alpha(X, Y, groups, alphas=(0.1, 10.0), intercept=True, device="cpu")
     expected = _cv_errors(X.astype(np.float64), Y.astype(np.float64), groups, (0.1, 10.0), intercept=True)
     np.testing.assert_allclose(errors, expected, rtol=1e-9)
+
+
+def test_ridge_path_by_default_fits_no_intercept_as_the_closed_form():
+    from stbench.regression import ridge_path
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(30, 5)) + 2.0, rng.normal(size=(30, 2)) + 5.0  # offsets: an intercept would matter
+    Xe = rng.normal(size=(4, 5))
+    [(alpha, pred)] = list(ridge_path(X, Y, Xe, [0.7]))
+    W = np.linalg.solve(X.T @ X + 0.7 * np.eye(5), X.T @ Y)  # no centring
+    assert alpha == 0.7 and np.allclose(pred, Xe @ W, atol=1e-8)

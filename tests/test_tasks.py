@@ -289,5 +289,28 @@ def test_samples_with_their_own_files_pass_the_same_file_check(tmp_path):
 
 def test_a_gene_list_with_repeats_is_read_once_each(tmp_path):
     make_tiny_task(tmp_path, "TINY", n_samples=2)
-    (tmp_path / "TINY" / "var_50genes.json").write_text(json.dumps({"genes": ["G002", "G001", "G002"]}))
-    assert open_task("tiny", tmp_path).genes == ["G002", "G001"]
+    path = tmp_path / "TINY" / "var_50genes.json"
+    path.write_text(json.dumps({"genes": ["G002", "G001", "G002"]}))
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("stbench").addHandler(handler)
+    try:
+        assert open_task("tiny", tmp_path).genes == ["G002", "G001"]
+    finally:
+        logging.getLogger("stbench").removeHandler(handler)
+    assert records[0].getMessage().startswith(f"{path}: 1 gene names repeat")
+
+
+def test_open_task_refuses_a_test_row_that_names_a_training_samples_files(tmp_path):
+    make_tiny_task(tmp_path, "TINY", n_samples=3)
+    splits = tmp_path / "TINY" / "splits"
+    train_row = (splits / "train_0.csv").read_text().splitlines()[1].split(",")
+    with (splits / "test_0.csv").open("a") as fh:
+        fh.write(",".join(["ALIAS", *train_row[1:]]) + "\n")
+    with pytest.raises(DataError) as err:
+        open_task("tiny", tmp_path)
+    assert str(err.value).startswith(f"{splits / 'test_0.csv'}: test sample 'ALIAS' of fold 0 names the patch file "
+                                     f"of training sample {train_row[0]!r}")
