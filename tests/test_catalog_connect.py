@@ -271,3 +271,25 @@ def test_now_is_naive_utc_whatever_the_local_zone(tmp_path, monkeypatch):
         con.close()
     assert len(applied) == SCHEMA_VERSION
     assert all(abs(a - utc) < timedelta(seconds=30) for a in applied), (applied, utc)
+
+
+def test_a_worker_process_may_not_open_the_catalog(tmp_path, monkeypatch):
+    from stbench.stores.catalog import NO_CATALOG_ENV, Catalog
+
+    monkeypatch.setenv(NO_CATALOG_ENV, "1")
+    with pytest.raises(StoreError) as err:
+        Catalog(tmp_path / "catalog.duckdb")
+    assert str(err.value) == (f"this process may not open the catalog {tmp_path / 'catalog.duckdb'} ({NO_CATALOG_ENV} "
+                              "is set: it is a worker, and only the driver writes the catalog)")
+    assert not (tmp_path / "catalog.duckdb").exists()
+
+
+def test_a_new_catalog_creates_its_missing_parent_folders(tmp_path):
+    from stbench.stores.catalog import Catalog
+
+    path = tmp_path / "a" / "b" / "catalog.duckdb"
+    cat = Catalog(path)
+    try:
+        assert path.parent.is_dir()
+    finally:
+        cat.close()
