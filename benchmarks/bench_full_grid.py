@@ -28,16 +28,16 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-
-from _results import append_result  # benchmarks/_results.py (run as python benchmarks/<file>.py)
+from _results import (  # benchmarks/_results.py (run as python benchmarks/<file>.py)
+    append_result,
+    measure_tree,
+)
 
 # task: (samples, patients, folds): /work/shared/specs/hest-protocol.md
 TASKS = {"IDC": (4, 4, 4), "PRAD": (23, 2, 2), "PAAD": (3, 3, 3), "SKCM": (2, 2, 2), "COAD": (4, 2, 2),
@@ -128,39 +128,6 @@ def make_world(work: Path, args: argparse.Namespace) -> tuple[Path, Path, int]:
 
 # -- measuring a phase -------------------------------------------------------------------------------------------
 
-def measure(cmd: list[str], *, env: dict[str, str] | None = None) -> dict:
-    """Wall and CPU seconds of ``cmd``'s process tree and its peak resident memory (sum over the tree)."""
-    import psutil
-
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    peak, cpu, done = [0], {}, threading.Event()
-
-    def poll() -> None:
-        root = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree))
-                for p in tree:
-                    t = p.cpu_times()
-                    cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                pass
-            done.wait(0.2)
-
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
-    out, _ = proc.communicate()
-    done.set()
-    watcher.join()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{out[-4000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(sum(cpu.values()), 1), "peak_mb": round(peak[0] / 2**20),
-            "output": out}
-
-
 def folder_mb(path: Path, pattern: str = "*") -> float:
     return round(sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file()) / 2**20, 1) if path.exists() else 0.0
 
@@ -206,7 +173,7 @@ def main() -> None:
         data, embed_dir, n_spots = make_world(work, args)
         row["spots"], row["generate_s"] = n_spots, round(time.perf_counter() - t0, 1)
         store = work / "store"
-        imports = [measure([*bench, "embeddings", "import", "--task", t, "--encoder", f"syn-{e}", "--from",
+        imports = [measure_tree([*bench, "embeddings", "import", "--task", t, "--encoder", f"syn-{e}", "--from",
                             str(embed_dir / t / e), "--data-root", str(data), "--store", str(store)], env=env)
                    for t in args.tasks for e in args.encoders]
         row["import"] = {"wall_s": round(sum(m["wall_s"] for m in imports), 1),
@@ -215,7 +182,7 @@ def main() -> None:
         reducers = args.reducers.split(",")
         opts = [f"--reducer-opt={r}.epochs={args.epochs}" for r in reducers if r.startswith("bpbooster")]
         opts += ["--gene-sets", str(work / "synthetic.gmt")] if "bpbooster-gp" in reducers else []
-        run = measure([*bench, "run", "--task", ",".join(args.tasks), "--encoder", ",".join(f"syn-{e}" for e in args.encoders),
+        run = measure_tree([*bench, "run", "--task", ",".join(args.tasks), "--encoder", ",".join(f"syn-{e}" for e in args.encoders),
                        "--reducer", args.reducers, "--alpha", args.alpha, *opts, "--data-root", str(data), "--store",
                        str(store), "--no-progress", "--device", "cpu"], env=env)
         cells = re.findall(r"\b(ok|cached|failed)\b", run.pop("output"))
@@ -223,10 +190,10 @@ def main() -> None:
         site = work / "site"
         build = [*bench, "leaderboard", "build", "--store", str(store), "--out", str(site), "--include-synthetic",
                  *(["--no-embeddings"] if args.no_embeddings else [])]
-        built = measure(build, env=env)
+        built = measure_tree(build, env=env)
         built.pop("output")
         row["site"] = built
-        results = measure([*bench, "results", "--store", str(store), "--format", "csv"], env=env)
+        results = measure_tree([*bench, "results", "--store", str(store), "--format", "csv"], env=env)
         results.pop("output")
         row["results"] = results
         page, weight = heaviest_first_load(site)

@@ -29,49 +29,21 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _results import append_result  # benchmarks/_results.py (run as python benchmarks/<file>.py)
+from _results import (  # benchmarks/_results.py (run as python benchmarks/<file>.py)
+    append_result,
+    measure_tree,
+)
 
 BENCH = [sys.executable, "-m", "stbench.cli"]
 
 
 def measure(cmd: list[str]) -> dict:
-    """Wall and CPU seconds of ``cmd``'s process tree, its peak resident memory (sum over the tree), its output."""
-    import psutil
-
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "250"})  # rich wraps at the terminal's width
-    peak, cpu, done = [0], {}, threading.Event()
-
-    def poll() -> None:
-        root = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree))
-                for p in tree:
-                    t = p.cpu_times()
-                    cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                pass
-            done.wait(0.2)
-
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
-    out, _ = proc.communicate()
-    done.set()
-    watcher.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{shlex.join(cmd)}: exit {proc.returncode}\n{out[-4000:]}")
-    return {"wall_s": round(time.perf_counter() - start, 2), "cpu_s": round(sum(cpu.values()), 1),
-            "peak_mb": round(peak[0] / 2**20), "output": out}
+    return measure_tree(cmd, env={**os.environ, "COLUMNS": "250"})  # rich wraps at the terminal's width
 
 
 def build(store: Path, out: Path, args: argparse.Namespace) -> dict:
