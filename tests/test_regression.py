@@ -102,6 +102,36 @@ def test_default_solver_is_hests_lsqr_with_its_early_stop_and_1000_iteration_cap
     assert np.abs(fit.coef - _closed_form(X, Y, 1e-8)[0]).max() > 1.0
 
 
+def test_lsqr_stops_at_exactly_1000_iterations_as_hest():
+    """A problem lsqr needs over 1000 iterations for (singular values over 5 decades): the fit is scipy's lsqr
+    stopped at 1000, not 1001 (one more iteration moves this solution by about 1)."""
+    from scipy.sparse import linalg as sl
+
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((800, 600)))
+    v, _ = np.linalg.qr(rng.standard_normal((600, 600)))
+    X = ((u * np.logspace(0, -5, 600)) @ v.T).astype(np.float32)
+    y = rng.standard_normal(800).astype(np.float32)
+    lsqr = {it: sl.lsqr(X, y, damp=1e-6, atol=1e-4, btol=1e-4, iter_lim=it) for it in (1000, 1001, 5000)}
+    assert lsqr[5000][2] > 1001  # the cap is what stops it
+    assert np.abs(lsqr[1000][0] - lsqr[1001][0]).max() > 1e-2  # so the iteration count is visible
+    fit = fit_ridge(X, y[:, None], alpha=1e-12)
+    np.testing.assert_allclose(fit.coef[:, 0], lsqr[1000][0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_lsqr_fit_predicts_in_its_own_float32_whatever_dtype_it_is_given():
+    """Predictions are computed in the fit's dtype, as scikit-learn fits and predicts HEST's float32
+    embeddings: float64 features give the same float32 products, not a float64 product rounded after."""
+    X, Y = _problem(n=60, d=40, g=3)
+    fit = fit_ridge(X.astype(np.float32), Y.astype(np.float32), alpha=1.0)
+    assert fit.coef.dtype == np.float32
+    X32 = X.astype(np.float32)
+    in_float32 = X32 @ fit.coef + fit.intercept
+    assert not np.array_equal(in_float32, (X32.astype(np.float64) @ fit.coef + fit.intercept).astype(np.float32))
+    np.testing.assert_array_equal(fit.predict(X), in_float32)
+    np.testing.assert_array_equal(fit.predict(X32), in_float32)
+
+
 @pytest.mark.parametrize("intercept", [False, True])
 def test_lsqr_fits_in_float32_as_hest_and_in_float64_on_request(intercept):
     """HEST passes float32 embeddings and scikit-learn fits in X's dtype: the default fit is that float32 fit,

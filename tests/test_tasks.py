@@ -148,6 +148,17 @@ def test_split_paths_default_to_the_hest_layout_and_given_ones_are_kept(tmp_path
                             "C": Sample("C", path / "patches/C.h5", path / "adata/C.h5ad")}
 
 
+def test_a_quoted_field_is_read_byte_for_byte_as_the_csv_module_needs_newline_empty(tmp_path):
+    """Python's csv module reads quoted line breaks correctly only from a file opened with newline='': with
+    universal newlines a quoted CRLF would silently become LF and name another file."""
+    path = _task_folder(tmp_path)
+    (path / "splits" / "train_0.csv").write_bytes(
+        b'sample_id,patches_path,expr_path\r\nA,"img/a\r\nb.h5",counts/a.h5ad\r\nB,,\r\n')
+    task = open_task("T", tmp_path)
+    assert task.samples["A"].patches == path / "img" / "a\r\nb.h5"
+    assert task.samples["B"].patches == path / "patches" / "B.h5"
+
+
 def test_a_split_file_without_sample_id_column_is_refused(tmp_path):
     _task_folder(tmp_path, header="id,patches_path,expr_path")
     with pytest.raises(DataError, match=r"train_0\.csv: split file has no sample_id column "

@@ -61,6 +61,7 @@ _LOCAL_HINT = "pass --gene-sets PATH to a local GMT file (e.g. MSigDB h.all.*.sy
 _TIMEOUT_S = 30  # a server silent this long fails the download instead of hanging the run
 _SAMPLE_KEY = "sample_id"
 _MIN_SPOTS = 3  # a gene seen in fewer spots carries no usable variance or spatial pattern
+_TARGET_SUM = 1e4  # counts per spot after normalize_total, for both gene rules (the paper's scanpy default)
 
 
 # ---------------------------------------------------------------------------------------------- gene sets
@@ -215,7 +216,7 @@ def select_hvgs(expression: AnnData, n_top: int = 200) -> list[str]:
         expression.X[:, keep].astype(np.float64), obs=obs, var=pd.DataFrame(index=expression.var_names[keep])
     )
     n_batches = obs[_SAMPLE_KEY].nunique()
-    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.normalize_total(adata, target_sum=_TARGET_SUM)
     sc.pp.log1p(adata)
     n_keep = min(n_top, adata.n_vars)
     with warnings.catch_warnings():
@@ -324,13 +325,13 @@ def select_svgs(
 
     moran = np.empty((len(samples), len(cand)))
     for i, s in enumerate(samples):
-        # normalize_total(target_sum=1e4) + log1p, with library sizes over all genes of the sample (as
+        # normalize_total(target_sum=_TARGET_SUM) + log1p, with library sizes over all genes of the sample (as
         # scanpy would on the full matrix), computed on the candidate columns only to save memory.
         sample_counts = X[rows[s]]
         lib = np.asarray(sample_counts.sum(axis=1), dtype=np.float64).ravel()
         sub = sample_counts[:, cand]
         sub = sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)
-        factor = np.divide(1e4, lib, out=np.zeros_like(lib), where=lib > 0)
+        factor = _TARGET_SUM / np.where(lib > 0, lib, np.inf)  # an empty spot stays 0
         logexpr = np.log1p(sub.astype(np.float64) * factor[:, None])
         moran[i] = _moran_one_sample(logexpr, coords[rows[s]], genes, n_neighs)
 
