@@ -147,6 +147,20 @@ def heaviest_first_load(site: Path) -> tuple[str, float]:
     return best[0], round(best[1] / 2**20, 2)
 
 
+def cell_seconds(store: Path) -> list[dict]:
+    """Each run's fit time (the sum of its folds' stored seconds) and wall time, from the catalog: what a cell
+    costs by task, encoder size, reducer and alpha rule, for extrapolating to cells not run."""
+    import duckdb
+
+    with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT r.task, r.encoder, r.reducer, r.alpha_rule, max(f.n_features), sum(f.n_train + f.n_test), "
+            "round(sum(f.seconds), 2), round(epoch(max(r.finished_at) - min(r.started_at)), 2) "
+            "FROM runs r JOIN fold_results f USING (run_id) GROUP BY ALL ORDER BY ALL").fetchall()
+    keys = ("task", "encoder", "reducer", "alpha", "features", "spots_x_folds", "fold_seconds", "wall_s")
+    return [dict(zip(keys, r)) for r in rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=0.05, help="fraction of each sample's spots (1 = HEST's ~170,000)")
@@ -159,6 +173,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed unless --keep)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-embeddings", action="store_true", help="build the site without the embedding view")
+    ap.add_argument("--threads", type=int, help="torch/BLAS threads of every phase (STBENCH_THREADS; default: "
+                                                 "the CPUs the process may use)")
     args = ap.parse_args()
     args.tasks = list(TASKS) if args.tasks == "all" else [t.upper() for t in args.tasks.split(",")]
     args.encoders = list(ENCODERS) if args.encoders == "all" else args.encoders.split(",")
@@ -166,8 +182,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     bench = [sys.executable, "-m", "stbench.cli"]
     env = {**os.environ, "STBENCH_HOME": str(work / "home")}
+    if args.threads:
+        env.update(dict.fromkeys(("STBENCH_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"), str(args.threads)))
     row: dict = {"scale": args.scale, "tasks": args.tasks, "encoders": args.encoders, "reducers": args.reducers,
-                 "alpha": args.alpha, "bpbooster_epochs": args.epochs, "synthetic": True}
+                 "alpha": args.alpha, "bpbooster_epochs": args.epochs, "threads": args.threads, "synthetic": True}
     try:
         t0 = time.perf_counter()
         data, embed_dir, n_spots = make_world(work, args)
@@ -186,7 +204,7 @@ def main() -> None:
                        "--reducer", args.reducers, "--alpha", args.alpha, *opts, "--data-root", str(data), "--store",
                        str(store), "--no-progress", "--device", "cpu"], env=env)
         cells = re.findall(r"\b(ok|cached|failed)\b", run.pop("output"))
-        row["run"] = {**run, "cells_reported": len(cells)}
+        row["run"] = {**run, "cells_reported": len(cells), "cells": cell_seconds(store)}
         site = work / "site"
         build = [*bench, "leaderboard", "build", "--store", str(store), "--out", str(site), "--include-synthetic",
                  *(["--no-embeddings"] if args.no_embeddings else [])]

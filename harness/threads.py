@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["THREADS_ENV", "affinity_cpus", "available_cpus", "cgroup_cpu_quota", "resolve_threads", "use_threads"]
+__all__ = ["THREADS_ENV", "affinity_cpus", "available_cpus", "busy_hint", "cgroup_cpu_quota", "resolve_threads",
+           "use_threads"]
 
 THREADS_ENV = "STBENCH_THREADS"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -112,6 +113,27 @@ def resolve_threads(requested: int | None, *, source: str = "--threads") -> tupl
             raise StbenchError(f"{source} {requested}: expected a number of threads >= 1")
         return requested, source
     return available_cpus()
+
+
+def busy_hint(threads: int, *, requested: bool, load: float | None = None) -> str | None:
+    """A line for the run's header when the default thread count meets a machine already busy with other jobs.
+
+    The default is not lowered by itself: float32 BLAS sums split their work by thread count, so lsqr PCCs move
+    in the 4th decimal between 1 and 2 threads, and a run's numbers must not depend on what else was running.
+    ``load``: the 1-minute load average (`os.getloadavg`, read when not given; None where there is none).
+    """
+    if requested or threads < 2:
+        return None
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Windows
+            return None
+    if load < threads + 1:
+        return None
+    return (f"load average {load:.1f} on {threads} CPUs: other jobs share them, and threads that wait for each "
+            f"other spin; --threads 1 is often several times faster on a busy machine (it may move float32 "
+            f"results in the 4th decimal)")
 
 
 @contextmanager

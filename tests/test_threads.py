@@ -11,7 +11,7 @@ from stbench.cli import cli
 from stbench.encoders import encoders
 from stbench.errors import StbenchError
 from stbench.reducers import Reducer, TrainFold, reducers
-from stbench.threads import available_cpus, cgroup_cpu_quota, resolve_threads, use_threads
+from stbench.threads import available_cpus, busy_hint, cgroup_cpu_quota, resolve_threads, use_threads
 from tests._tiny import make_tiny_task, tiny_encoder
 
 
@@ -123,3 +123,31 @@ def test_bad_threads_are_a_one_line_error_before_any_work(root, tmp_path):
                                       "--store", str(tmp_path / "store"), "--threads", "0"])
     assert result.exit_code != 0 and result.output.strip() == "Error: --threads 0: expected a number of threads >= 1"
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(("threads", "requested", "load", "hint"), [
+    (2, False, 5.6, True),  # the measured case: 2 default threads, other jobs keep the load at 5.6
+    (2, False, 2.9, False),  # load below threads + 1: the run's own threads are the load
+    (2, False, 3.0, True),
+    (2, True, 5.6, False),  # the user chose: no advice
+    (1, False, 9.0, False),  # one thread cannot spin-wait on another
+])
+def test_a_busy_machine_gets_a_threads_hint_only_under_the_default(threads, requested, load, hint):
+    line = busy_hint(threads, requested=requested, load=load)
+    assert (line is not None) == hint
+    if hint:
+        assert line.startswith(f"load average {load:.1f} on {threads} CPUs") and "--threads 1" in line
+
+
+@pytest.mark.parametrize(("args", "shown"), [([], True), (["--threads", "2"], False)])
+def test_run_on_a_busy_machine_prints_the_hint_and_keeps_the_default(root, tmp_path, monkeypatch, args, shown):
+    import stbench.threads as threads_mod
+
+    monkeypatch.setattr(threads_mod, "available_cpus", lambda: (2, "CPUs this process may use: affinity 2"))
+    monkeypatch.setattr(threads_mod.os, "getloadavg", lambda: (5.6, 5.0, 4.0))
+    result = CliRunner().invoke(cli, ["run", "--task", "tiny", "--encoder", "test-tiny-cnn", "--reducer", "identity",
+                                      "--data-root", str(root), "--store", str(tmp_path / "store"), "--no-progress",
+                                      "--device", "cpu", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "threads: 2 (" in result.output  # the default is not lowered: numbers do not depend on the load
+    assert ("note: load average 5.6 on 2 CPUs" in result.output) == shown

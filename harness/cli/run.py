@@ -422,7 +422,8 @@ value; --reducer picks among the file's reducer variants; --reducer-opt and --ge
               help="With --executor ray on GPUs: the GPU share each extraction or BP-Booster fit declares (0.5: two "
                    "per GPU).")
 @click.option("--threads", type=int, default=None, envvar="STBENCH_THREADS", show_envvar=True, metavar="N",
-              help="Threads for torch and BLAS. [default: the CPUs this process may use (affinity and cgroup quota)]")
+              help="Threads for torch and BLAS. On a machine busy with other jobs 1 is often several times faster. "
+                   "[default: the CPUs this process may use (affinity and cgroup quota)]")
 @click.option("--ridge-dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="What the lsqr ridge fits in: float32 = HEST's reference (default; its embeddings are float32), "
                    "or float64. The exact solver fits in float64.")
@@ -468,7 +469,7 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
     pcc = pcc if _given("pcc") else spec_file.pcc or "pooled"
     from click.core import ParameterSource
 
-    from stbench.threads import THREADS_ENV, resolve_threads, use_threads
+    from stbench.threads import THREADS_ENV, busy_hint, resolve_threads, use_threads
 
     from_env = click.get_current_context().get_parameter_source("threads") == ParameterSource.ENVIRONMENT
     n_threads, why = resolve_threads(threads, source=THREADS_ENV if from_env else "--threads")
@@ -488,6 +489,8 @@ def run(grid_file, tasks, encoder_names, reducer_names, reducer_opts, reducer_co
             bar.console.print(_cell_line(outcome, spec.protocols), soft_wrap=True)
 
     console().print(f"[dim]threads: {n_threads} ({why})[/]")  # a header line: the run's log records it
+    if hint := busy_hint(n_threads, requested=threads is not None):
+        console().print(f"[yellow]note:[/] {hint}", soft_wrap=True)
     with use_threads(n_threads), offline_while(reach):  # hub unreachable: cached weights load without retries
         outcomes = _run_plan(plan, store=store, progress=progress, keep_going=True, on_cell=on_cell, weights=weights_map,
                              batch_size=batch_size, device=device, compile=compile_, force=force, executor=executor,
