@@ -259,6 +259,32 @@ def test_cv_alpha_matches_refitting_each_alpha_on_each_held_out_sample(n, d, int
     assert best == alphas[int(np.argmin(expected))]
 
 
+@pytest.mark.parametrize("groups", [np.repeat(["a", "b", "c", "d"], 30), np.repeat(["s"], 120)],
+                         ids=["leave-one-sample-out", "blocks-of-one-sample"])
+def test_cv_alpha_loses_no_precision_to_a_large_feature_offset(groups):
+    """cv_alpha forms X'X once per fold and subtracts each split's validation rows: features with a mean 1e4
+    times their spread (embeddings after a ReLU are all positive) must give the refitted errors still."""
+    X, Y = _problem(n=120, d=8, g=3, noise=0.3, seed=7)
+    X, Y = 0.05 * X + 500.0, Y + 4.0
+    alphas = (1e-4, 1e-2, 1.0)
+    best, errors = cv_alpha(X, Y, groups, alphas=alphas, intercept=True, device="cpu")
+    expected = _cv_errors_blocks(X, Y, groups, alphas) if len(set(groups)) == 1 else \
+        _cv_errors(X, Y, groups, alphas, intercept=True)
+    np.testing.assert_allclose(errors, expected, rtol=1e-7)
+    assert best == alphas[int(np.argmin(expected))]
+
+
+def _cv_errors_blocks(X, Y, groups, alphas):
+    """As `_cv_errors` with an intercept, over five contiguous blocks of spots (one sample)."""
+    errors = np.zeros(len(alphas))
+    for val in np.array_split(np.arange(len(X)), 5):
+        train = np.setdiff1d(np.arange(len(X)), val)
+        for i, a in enumerate(alphas):
+            coef, icpt = _closed_form(X[train], Y[train], a, intercept=True)
+            errors[i] += ((X[val] @ coef + icpt - Y[val]) ** 2).sum()
+    return errors / Y.size
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, np.longdouble])
 def test_cv_alpha_takes_any_real_dtype_as_its_float64_values(dtype):
     rng = np.random.default_rng(1)
