@@ -107,6 +107,19 @@ def test_per_sample_pccs_come_back_by_fold_and_sample_in_gene_order(cat):
     assert cat.sample_pccs("other") == {}
 
 
+def test_two_genes_with_the_same_numbers_in_a_sample_keep_a_row_each(cat):
+    # rows are de-duplicated by their key before the batch insert (run, fold, sample, gene): genes whose
+    # per-sample PCC, MSE or spot count coincide (two copies of one gene, or two genes silent in a sample) are
+    # still two rows
+    run = _run()
+    cat.start_run(run)
+    per = {"s1": (np.array([0.25, 0.25, 0.25]), np.array([1.5, 1.5, 1.5]), 4)}
+    cat.write_fold(run, _fold(0, [0.3, 0.3, 0.3], mse=[2.0, 2.0, 2.0], genes=["A", "B", "C"], per_sample=per))
+    assert cat.rows("SELECT gene, pcc, mse, n_spots FROM sample_gene_results ORDER BY gene") == [
+        ("A", 0.25, 1.5, 4), ("B", 0.25, 1.5, 4), ("C", 0.25, 1.5, 4)]
+    assert cat.rows("SELECT gene, pcc FROM gene_results ORDER BY gene") == [("A", 0.3), ("B", 0.3), ("C", 0.3)]
+
+
 def test_batched_fold_rows_keep_every_float_bit_for_bit(cat):
     # gene, per-sample and sweep rows go in as one Arrow batch each (issue 12): the stored values must be the
     # very floats given, as row-by-row inserts stored them (no float32 detour, NaN stays NaN, subnormals and -0.0)
