@@ -1,6 +1,6 @@
 """The leaderboard site of one store: build time (cold, warm, warm after one new run), site size, first-load weight.
 
-    python benchmarks/bench_leaderboard.py --store S [--out DIR] [--no-embeddings] [--browser]
+    python benchmarks/bench_leaderboard.py --store S [--out DIR] [--no-embeddings] [--no-spatial-csv] [--browser]
         [--add-run "--task T --encoder E --reducer R ... --data-root D"] [--grid-spots 170000 --grid-runs 72
          --grid-genes 50 --grid-tasks 10 --grid-encoders 9]
 
@@ -48,7 +48,8 @@ def measure(cmd: list[str]) -> dict:
 
 def build(store: Path, out: Path, args: argparse.Namespace) -> dict:
     cmd = [*BENCH, "leaderboard", "build", "--store", str(store), "--out", str(out), "--include-synthetic",
-           *(["--no-embeddings"] if args.no_embeddings else [])]
+           *(["--no-embeddings"] if args.no_embeddings else []),
+           *(["--no-spatial-csv"] if args.no_spatial_csv else [])]
     m = measure(cmd)
     m["said"] = [line.strip() for line in m.pop("output").splitlines() if "layouts" in line or "spatial maps" in line]
     return m
@@ -129,6 +130,8 @@ def main() -> None:
     ap.add_argument("--add-run", help="arguments of one `bench run` for the third build, e.g. '--task T --encoder E "
                                       "--reducer bpbooster-random --data-root D'")
     ap.add_argument("--no-embeddings", action="store_true")
+    ap.add_argument("--no-spatial-csv", action="store_true",
+                    help="leave out the per-sample spatial CSV downloads (most of a big site's bytes)")
     ap.add_argument("--browser", action="store_true", help="also measure the heaviest page's first load in Chromium")
     ap.add_argument("--grid-spots", type=int, default=170_000, help="the HEST grid's spots, over all tasks")
     ap.add_argument("--grid-genes", type=int, default=50)
@@ -138,7 +141,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stbench-bench-leaderboard-"))
     site = args.out or work / "site"
-    row: dict = {"store": str(args.store), "embeddings": not args.no_embeddings, **counts(args.store)}
+    row: dict = {"store": str(args.store), "embeddings": not args.no_embeddings, "spatial_csv": not args.no_spatial_csv,
+                 **counts(args.store)}
     cache = args.store / "cache" / "layouts"
     aside = cache.with_name(f"layouts.bench-aside-{os.getpid()}")
     try:

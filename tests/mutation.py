@@ -3,6 +3,7 @@
     python tests/mutation.py                      # every module in [tool.mutmut] only_mutate
     python tests/mutation.py metrics pca          # some of them (names match the file stem)
     python tests/mutation.py --survivors          # also print the diff of every surviving mutant
+    python tests/mutation.py --fresh              # forget earlier results (after adding tests)
 
 mutmut copies the package into ``mutants/`` and puts that folder first on ``sys.path``. stbench's
 source folders are not laid out as the import package (harness/ is ``stbench``, stores/ is
@@ -97,8 +98,13 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--survivors", action="store_true", help="print every surviving mutant's diff")
     ap.add_argument("--stage", type=Path, default=STAGE, help=f"where to stage and keep results (default: {STAGE})")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start from an empty stage: mutmut keeps the result of every unchanged function, so a "
+                         "mutant that survived stays 'survived' after a test that kills it is added")
     args = ap.parse_args()
     stage_dir = args.stage.absolute()
+    if args.fresh and stage_dir.exists():
+        shutil.rmtree(stage_dir)
     config = stage(stage_dir)
     modules = config["only_mutate"]
     if args.modules:
