@@ -200,15 +200,14 @@ def _primal_paths(
     has at least as many spots as features. X'X and X'Y of the whole fold are formed once and each split's
     validation rows subtracted: a split costs (validation spots) x d^2 instead of (training spots) x d^2, most
     of the work when each training sample is a split (the d x d eigendecomposition stays per split). With an
-    intercept the fold is centred first, so the subtraction loses nothing to a large common offset."""
+    intercept the fold's features are centred first, so the subtraction loses nothing to large feature means."""
     import torch
 
     dev = _device(device)
     x = torch.as_tensor(np.asarray(X, dtype=np.float64), device=dev)
     y = torch.as_tensor(np.asarray(Y, dtype=np.float64), device=dev)
-    x0 = x.mean(dim=0) if intercept else torch.zeros(x.shape[1], dtype=x.dtype, device=dev)
-    y0 = y.mean(dim=0) if intercept else torch.zeros(y.shape[1], dtype=y.dtype, device=dev)
-    x, y = x - x0, y - y0
+    if intercept:  # Y needs no centring: with X centred, a column offset c of Y adds X'1c' = 0 to X'Y
+        x = x - x.mean(dim=0)
     gram, xty, sx, sy = x.T @ x, x.T @ y, x.sum(dim=0), y.sum(dim=0)
     for _, val_idx in splits:
         v = torch.as_tensor(val_idx, device=dev)
@@ -218,7 +217,7 @@ def _primal_paths(
             n = x.shape[0] - len(val_idx)
             xm, ym = (sx - xv.sum(dim=0)) / n, (sy - yv.sum(dim=0)) / n
             g, xy, xv = g - n * torch.outer(xm, xm), xy - n * torch.outer(xm, ym), xv - xm
-            offset = (y0 + ym).cpu().numpy()
+            offset = ym.cpu().numpy()
         else:
             offset = np.zeros(y.shape[1])
         lam, vec = torch.linalg.eigh(g)

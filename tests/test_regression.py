@@ -262,10 +262,10 @@ def test_cv_alpha_matches_refitting_each_alpha_on_each_held_out_sample(n, d, int
 @pytest.mark.parametrize("groups", [np.repeat(["a", "b", "c", "d"], 30), np.repeat(["s"], 120)],
                          ids=["leave-one-sample-out", "blocks-of-one-sample"])
 def test_cv_alpha_loses_no_precision_to_a_large_feature_offset(groups):
-    """cv_alpha forms X'X once per fold and subtracts each split's validation rows: features with a mean 1e4
-    times their spread (embeddings after a ReLU are all positive) must give the refitted errors still."""
+    """cv_alpha forms X'X once per fold and subtracts each split's validation rows: features and expression with
+    column means up to 4e4 times their spread must give the refitted errors still."""
     X, Y = _problem(n=120, d=8, g=3, noise=0.3, seed=7)
-    X, Y = 0.05 * X + 500.0, Y + 4.0
+    X, Y = 0.05 * X + np.linspace(-1e3, 2e3, 8), Y + np.array([-3e5, 1e5, 4e5])  # an offset per column
     alphas = (1e-4, 1e-2, 1.0)
     best, errors = cv_alpha(X, Y, groups, alphas=alphas, intercept=True, device="cpu")
     expected = _cv_errors_blocks(X, Y, groups, alphas) if len(set(groups)) == 1 else \
