@@ -173,6 +173,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one, removed unless --keep)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-embeddings", action="store_true", help="build the site without the embedding view")
+    ap.add_argument("--pca-variants", default="", metavar="K,K,...",
+                    help="after the grid, one more run of every task x encoder x alpha with PCA of each size K: runs "
+                         "that store what any reducer's run stores, to fill a store to the full grid's size cheaply "
+                         "(--reducers pca --pca-variants 128,64,32 gives the 720 runs of 4 reducers)")
     ap.add_argument("--threads", type=int, help="torch/BLAS threads of every phase (STBENCH_THREADS; default: "
                                                  "the CPUs the process may use)")
     args = ap.parse_args()
@@ -185,7 +189,8 @@ def main() -> None:
     if args.threads:
         env.update(dict.fromkeys(("STBENCH_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"), str(args.threads)))
     row: dict = {"scale": args.scale, "tasks": args.tasks, "encoders": args.encoders, "reducers": args.reducers,
-                 "alpha": args.alpha, "bpbooster_epochs": args.epochs, "threads": args.threads, "synthetic": True}
+                 "alpha": args.alpha, "bpbooster_epochs": args.epochs, "threads": args.threads,
+                 "pca_variant_sizes": args.pca_variants, "synthetic": True}
     try:
         t0 = time.perf_counter()
         data, embed_dir, n_spots = make_world(work, args)
@@ -200,11 +205,17 @@ def main() -> None:
         reducers = args.reducers.split(",")
         opts = [f"--reducer-opt={r}.epochs={args.epochs}" for r in reducers if r.startswith("bpbooster")]
         opts += ["--gene-sets", str(work / "synthetic.gmt")] if "bpbooster-gp" in reducers else []
-        run = measure_tree([*bench, "run", "--task", ",".join(args.tasks), "--encoder", ",".join(f"syn-{e}" for e in args.encoders),
-                       "--reducer", args.reducers, "--alpha", args.alpha, *opts, "--data-root", str(data), "--store",
-                       str(store), "--no-progress", "--device", "cpu"], env=env)
+        grid = [*bench, "run", "--task", ",".join(args.tasks), "--encoder", ",".join(f"syn-{e}" for e in args.encoders),
+                "--alpha", args.alpha, "--data-root", str(data), "--store", str(store), "--no-progress", "--device", "cpu"]
+        run = measure_tree([*grid, "--reducer", args.reducers, *opts], env=env)
         cells = re.findall(r"\b(ok|cached|failed)\b", run.pop("output"))
         row["run"] = {**run, "cells_reported": len(cells), "cells": cell_seconds(store)}
+        # stand-ins: more runs of the same shape (PCA sizes) for a store as big as the full grid's, cheaply
+        row["pca_variants"] = {}
+        for k in filter(None, args.pca_variants.split(",")):
+            extra = measure_tree([*grid, "--reducer", "pca", f"--reducer-opt=pca.n_components={k}"], env=env)
+            extra.pop("output")
+            row["pca_variants"][k] = extra
         site = work / "site"
         build = [*bench, "leaderboard", "build", "--store", str(store), "--out", str(site), "--include-synthetic",
                  *(["--no-embeddings"] if args.no_embeddings else [])]
